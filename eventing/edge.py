@@ -1,0 +1,299 @@
+"""The function edge: decode → validate → route by type → act → answer.
+
+Every function is an `Edge` subclass with a table of routes (event type → data
+model + handler). The edge owns what is the same everywhere: the status rules
+of the Knative data plane, problem+json errors, the idempotency inbox in the
+same transaction as the handler's effects, logging, and the func-python
+lifecycle (`start`, `stop`, `alive`, `ready`). Handlers see typed values only,
+never the SDK's CloudEvent object.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.v1.event import CloudEvent
+from psycopg import AsyncConnection
+from pydantic import BaseModel, ValidationError
+
+from eventing import inbox, logs, wire
+from eventing.database import Database
+from eventing.errors import (
+    Conflict,
+    EventworksError,
+    Forbidden,
+    InvalidEvent,
+    MethodNotAllowed,
+    NotBuilt,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    Unavailable,
+    UnknownEventType,
+)
+from eventing.settings import Settings, SettingsError
+
+log = logging.getLogger("eventing.edge")
+
+# The one place errors become statuses (DESIGN §3, Knative's retry rules):
+# 400/401/403/405/413 are final and dead-lettered; 404, 409, 503 are retried.
+STATUS: Mapping[type[EventworksError], int] = {
+    PayloadTooLarge: 413,
+    UnknownEventType: 400,
+    InvalidEvent: 400,
+    MethodNotAllowed: 405,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+    NotBuilt: 501,
+}
+
+M = TypeVar("M", bound=BaseModel)
+S = TypeVar("S", bound=Settings)
+
+
+def status_of(error: EventworksError) -> int:
+    for cls in type(error).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The attributes of the incoming event a handler may look at."""
+
+    id: str
+    source: str
+    type: str
+    subject: str | None
+    time: datetime | None
+    traceparent: str | None
+
+
+@dataclass(frozen=True)
+class Delivery(Generic[M]):
+    """One event for a handler: its envelope, its validated data, and the open
+    transaction its effects must use (None for a function without a database)."""
+
+    envelope: Envelope
+    data: M
+    tx: AsyncConnection | None
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A handler's answer that is an event: the broker publishes it."""
+
+    type: str
+    data: BaseModel
+    subject: str | None = None
+
+
+Handler = Callable[[Delivery[M]], Awaitable[Reply | None]]
+
+
+@dataclass(frozen=True)
+class Route(Generic[M]):
+    model: type[M]
+    handler: Handler[M]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    return "data" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
+
+
+def validate(model: type[M], raw: Any) -> M:
+    """The event's data as its model, or InvalidEvent naming every bad field."""
+    try:
+        if isinstance(raw, str | bytes):
+            return model.model_validate_json(raw)
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"field": _field_path(e["loc"]), "message": e["msg"]}
+                  for e in exc.errors(include_url=False, include_input=False)]
+        first = errors[0]
+        raise InvalidEvent(
+            f"data is not a valid {model.__name__}: {first['field']}: {first['message']}",
+            field=first["field"], errors=errors) from None
+
+
+def envelope_of(event: BaseCloudEvent) -> Envelope:
+    def text(name: str) -> str | None:
+        value = event.get_attributes().get(name)
+        return None if value is None else str(value)
+
+    return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
+                    subject=event.get_subject(), time=event.get_time(),
+                    traceparent=text("traceparent"))
+
+
+class Edge(Generic[S]):
+    """Base of every function instance that `new()` returns."""
+
+    name: ClassVar[str]                 # the function's name; replies come from /eventworks/<name>
+    schema: ClassVar[str | None] = None  # its PostgreSQL schema, if it keeps state
+    settings_type: type[S]
+
+    def __init__(self) -> None:
+        wire.install()
+        logs.configure(self.name)
+        self._settings: S | None = None
+        self._db: Database | None = None
+        self._routes: Mapping[str, Route[Any]] = {}
+
+    # -- what each function provides -------------------------------------------------
+    def routes(self) -> Mapping[str, Route[Any]]:
+        """Event type → (data model, handler)."""
+        raise NotImplementedError
+
+    def route_for(self, event_type: str) -> Route[Any]:
+        route = self._routes.get(event_type)
+        if route is None:
+            raise UnknownEventType(event_type)
+        return route
+
+    # -- func-python lifecycle ---------------------------------------------------------
+    @property
+    def settings(self) -> S:
+        if self._settings is None:
+            raise RuntimeError("the function has not been started")
+        return self._settings
+
+    def start(self, cfg: Mapping[str, str]) -> None:
+        settings = self.settings_type.from_env(cfg)
+        logs.configure(self.name, settings.log_level)
+        wire.max_event_bytes = settings.max_event_bytes
+        if self.schema is not None:
+            if not settings.database_url:
+                raise SettingsError(f"{self.name} keeps state in PostgreSQL: set DATABASE_URL")
+            self._db = Database(settings.database_url, self.schema,
+                                pool_size=settings.database_pool_size)
+            self._db.open_soon()
+        self._settings = settings
+        self._routes = self.routes()
+        log.info("function started")
+
+    def stop(self) -> None:
+        if self._db is not None:
+            self._db.close_soon()
+        log.info("function stopping")
+
+    async def aclose(self) -> None:
+        """Close the stores and wait for it (tests, benchmarks); `stop` cannot wait."""
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    def alive(self) -> tuple[bool, str]:
+        return True, "alive"
+
+    def ready(self) -> tuple[bool, str]:
+        if self._settings is None:
+            return False, "not started"
+        if self._db is not None:
+            return self._db.ready()
+        return True, "ready"
+
+    # -- the request path --------------------------------------------------------------
+    async def handle(self, scope: dict[str, Any], receive: wire.Receive, send: wire.Send) -> None:
+        started = time.perf_counter()
+        request = scope.get("event")
+        event_id: str | None = None
+        status = 500
+        try:
+            if isinstance(request, wire.Rejected):
+                raise request.error
+            if not isinstance(request, CloudEvent):
+                raise InvalidEvent("only CloudEvents 1.0 are accepted", field="specversion")
+            event_id = request.get_id()
+            with logs.bound(event_id=request.get_id(), event_type=request.get_type(),
+                            event_source=request.get_source(),
+                            traceparent=request.get_attributes().get("traceparent")):
+                status, reply = await self._answer(request)
+                if reply is None:
+                    await wire.send_response(send, status, {}, b"")
+                else:
+                    await wire.send_event(send, _rebuild(reply), status)
+                log.info("event handled", extra={
+                    "status": status, "ms": round((time.perf_counter() - started) * 1000, 2)})
+        except EventworksError as error:
+            status = status_of(error)
+            headers = {"content-type": "application/problem+json"}
+            if isinstance(error, Unavailable):
+                headers["retry-after"] = str(error.retry_after)
+            log.warning("event refused", extra={"status": status, "problem": error.slug,
+                                                "field": error.field, "detail": error.detail,
+                                                "event_id": event_id})
+            await wire.send_response(send, status, headers,
+                                     wire.problem(status, error, event_id=event_id))
+        except Exception:
+            log.exception("event failed", extra={"event_id": event_id})
+            await wire.send_response(send, 500, {"content-type": "application/problem+json"},
+                                     wire.problem(500, None, event_id=event_id))
+
+    async def _answer(self, event: BaseCloudEvent) -> tuple[int, dict[str, Any] | None]:
+        envelope = envelope_of(event)
+        route = self.route_for(envelope.type)
+        raw = event.get_data()
+        data = validate(route.model, raw)
+        if self._db is None:
+            reply = await route.handler(Delivery(envelope, data, None))
+            answer = self._recorded(reply, envelope)
+            return answer.status, answer.reply
+        digest = inbox.digest(envelope.type, envelope.subject, raw)
+        async with self._db.transaction() as tx:
+            known = await inbox.claim(tx, envelope.source, envelope.id, digest)
+            if known is not None:
+                log.info("redelivery answered from the inbox")
+                return known.status, known.reply
+            reply = await route.handler(Delivery(envelope, data, tx))
+            answer = self._recorded(reply, envelope)
+            await inbox.record(tx, envelope.source, envelope.id, answer)
+        return answer.status, answer.reply
+
+    def _recorded(self, reply: Reply | None, incoming: Envelope) -> inbox.Recorded:
+        if reply is None:
+            return inbox.Recorded(status=202, reply=None)
+        attributes: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": str(uuid.uuid4()),
+            "source": f"/eventworks/{self.name}",
+            "type": reply.type,
+            "time": datetime.now(UTC).isoformat(),
+            "datacontenttype": "application/json",
+        }
+        if reply.subject is not None:
+            attributes["subject"] = reply.subject
+        if incoming.traceparent is not None:
+            attributes["traceparent"] = incoming.traceparent
+        return inbox.Recorded(status=200, reply={"attributes": attributes,
+                                                 "data": reply.data.model_dump(mode="json")})
+
+
+def _rebuild(stored: Mapping[str, Any]) -> CloudEvent:
+    # A fresh attributes dict every time: the SDK writes defaults into the dict it gets.
+    attributes = dict(stored["attributes"])
+    attributes["time"] = datetime.fromisoformat(attributes["time"])
+    return CloudEvent(attributes, stored["data"])
+
+
+class NotBuiltEdge(Edge[Settings]):
+    """A function whose capability has its own issue: every event → 501."""
+
+    settings_type = Settings
+
+    def routes(self) -> Mapping[str, Route[Any]]:
+        return {}
+
+    def route_for(self, event_type: str) -> Route[Any]:
+        raise NotBuilt(f"{self.name} does not handle events yet: its capability is not built")
