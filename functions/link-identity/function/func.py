@@ -1,0 +1,16 @@
+"""link-identity: Links GitHub accounts to wallet addresses with Sign-In with Ethereum.
+
+Its capability has its own issue; until then every event gets 501 problem+json.
+"""
+
+from __future__ import annotations
+
+from eventing.edge import NotBuiltEdge
+
+
+def new() -> Function:
+    return Function()
+
+
+class Function(NotBuiltEdge):
+    name = "link-identity"
