@@ -150,6 +150,7 @@ class Edge(Generic[S]):
         self._settings: S | None = None
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
+        self._start_error: str | None = None
 
     # -- what each function provides -------------------------------------------------
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -170,6 +171,16 @@ class Edge(Generic[S]):
         return self._settings
 
     def start(self, cfg: Mapping[str, str]) -> None:
+        try:
+            self._start(cfg)
+        except Exception as exc:
+            # Hypercorn swallows lifespan errors and serves on; say why loudly, and stay
+            # not-ready so that no orchestrator routes events here.
+            self._start_error = f"{type(exc).__name__}: {exc}"
+            log.critical("the function could not start", extra={"error": self._start_error})
+            raise
+
+    def _start(self, cfg: Mapping[str, str]) -> None:
         settings = self.settings_type.from_env(cfg)
         logs.configure(self.name, settings.log_level)
         wire.max_event_bytes = settings.max_event_bytes
@@ -199,7 +210,7 @@ class Edge(Generic[S]):
 
     def ready(self) -> tuple[bool, str]:
         if self._settings is None:
-            return False, "not started"
+            return False, f"not started: {self._start_error or 'starting'}"
         if self._db is not None:
             return self._db.ready()
         return True, "ready"

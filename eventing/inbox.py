@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psycopg import AsyncConnection
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Json
 
 from eventing.errors import Conflict
 
@@ -75,6 +75,6 @@ async def claim(conn: AsyncConnection, source: str, event_id: str,
 async def record(conn: AsyncConnection, source: str, event_id: str, answer: Recorded) -> None:
     await conn.execute(
         "UPDATE inbox SET status = %s, reply = %s WHERE source = %s AND id = %s",
-        (answer.status, Jsonb(answer.reply) if answer.reply is not None else None,
+        (answer.status, Json(answer.reply) if answer.reply is not None else None,
          source, event_id),
     )

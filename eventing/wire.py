@@ -79,7 +79,7 @@ def _missing_attributes(headers: Mapping[str, str], body: bytes) -> Rejected | N
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != STRUCTURED:
             return Rejected(InvalidEvent(
-                "not a CloudEvent: send ce-* headers (binary mode) or a "
+                "not a CloudEvent: send ce-* headers (binary mode) or an "
                 f"{STRUCTURED} body (structured mode)", field="content-type"))
         try:
             document = json.loads(body)

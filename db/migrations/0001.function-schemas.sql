@@ -23,7 +23,7 @@ BEGIN
         id          text        NOT NULL,
         digest      bytea       NOT NULL,
         status      smallint,
-        reply       jsonb,
+        reply       json,   -- json, not jsonb: a redelivery gets the same bytes
         received_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (source, id)
       )$ddl$, fn);

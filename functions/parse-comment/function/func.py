@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from eventing.denominations import DEFAULT_REGISTRY, Registry, registry_from_json
 from eventing.edge import Delivery, Edge, Reply, Route
@@ -31,12 +31,24 @@ BOUNTY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:eventworks:bounty")
 class ParseCommentSettings(Settings):
     signing_page_url: str = Field(default="http://127.0.0.1:8080/sign",
                                   alias="SIGNING_PAGE_URL", pattern=r"^https?://")
-    denominations: Registry = Field(default=DEFAULT_REGISTRY, alias="BOUNTY_DENOMINATIONS")
+    # JSON: {"USDC": {"decimals": 6, "contracts": {"1": "0x…"}}, …}; default ETH, USDC, DAI.
+    denominations_json: str | None = Field(default=None, alias="BOUNTY_DENOMINATIONS")
+    _registry: Registry = PrivateAttr(default_factory=lambda: DEFAULT_REGISTRY)
 
-    @field_validator("denominations", mode="before")
+    @field_validator("denominations_json")
     @classmethod
-    def _registry(cls, value: Any) -> Any:
-        return registry_from_json(value) if isinstance(value, str) else value
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None:
+            registry_from_json(value)
+        return value
+
+    def model_post_init(self, context: Any) -> None:
+        if self.denominations_json is not None:
+            self._registry = registry_from_json(self.denominations_json)
+
+    @property
+    def denominations(self) -> Registry:
+        return self._registry
 
 
 def bounty_id(repository_id: int, comment_id: int) -> str:
