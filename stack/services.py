@@ -165,6 +165,7 @@ def kafka(layout: Layout, port: int) -> Component:
                  "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"],
         ready=lambda: port_open(port), shows=f"127.0.0.1:{port} (tansu)",
         env=_base_env(), ports=(port,),
+        stop_signal=signal.SIGINT,  # on SIGTERM tansu serves on for 5 s while clients remain
     )
 
 

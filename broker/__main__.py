@@ -1,0 +1,64 @@
+"""`python -m broker`: serve the broker ingress with hypercorn until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from typing import Any
+
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+
+from broker.ingress import Ingress, IngressSettings, StartupError
+from eventing import logs
+from eventing.settings import SettingsError
+
+log = logging.getLogger("broker")
+
+
+async def _serve(ingress: Ingress, listen_address: str) -> None:
+    config = Config()
+    config.bind = [listen_address]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")  # through the JSON handler
+    config.graceful_timeout = 3.0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("broker ingress listening", extra={
+        "url": f"http://{listen_address}{ingress.settings.path}"})
+    app: Any = ingress
+    await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
+    log.info("broker ingress shutting down")
+
+
+def main() -> int:
+    try:
+        settings = IngressSettings.from_env(os.environ)
+    except SettingsError as exc:
+        logs.configure("broker")
+        log.error("broker not started", extra={"error": str(exc)})
+        return 2
+    logs.configure("broker", settings.log_level)
+    if settings.log_level != "DEBUG":  # kafka-python logs every connection at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    ingress = Ingress(settings)
+    try:
+        ingress.start()
+        asyncio.run(_serve(ingress, settings.listen_address))
+    except StartupError as exc:
+        log.error("broker not started", extra={"error": str(exc)})
+        return 1
+    except KeyboardInterrupt:  # Ctrl-C before the server took over the signal
+        return 130
+    finally:
+        ingress.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,440 @@
+"""The broker ingress: HTTP CloudEvents in, Kafka records (binary content mode) out.
+
+The shape of Knative's Kafka broker receiver (DESIGN §6): `POST /<namespace>/<broker>`
+with a binary or structured CloudEvent; the event is produced to the topic
+`knative-broker-<namespace>-<broker>` with acks=all and answered 202 only once Kafka
+acknowledged it. An invalid event is answered with its problem+json status and
+never produced; a Kafka failure or timeout is a 503 with Retry-After, so the
+sender retries.
+
+Record layout (CloudEvents Kafka protocol binding, binary content mode): the
+value is the event's data bytes (the HTTP body as received in binary mode; the
+`data` member serialised, or `data_base64` decoded, in structured mode), every
+attribute is a `ce_<name>` header (time in RFC 3339), `datacontenttype` is the
+`content-type` header, and the `partitionkey` extension is the record key.
+
+Two deliberate differences from a plain re-encoding of the SDK's event:
+- `time` is stored only when the sender set it (the SDK fills in "now" when it is
+  absent; a broker does not invent attributes).
+- `authtype`/`authid` (the CloudEvents Auth Context) are dropped: only a trusted
+  edge sets them (DESIGN §4), and this ingress does not verify bearer tokens yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any, Self
+
+from cloudevents.core.base import BaseCloudEvent
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.errors import (
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    TopicAlreadyExistsError,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eventing import logs, wire
+from eventing.edge import status_of
+from eventing.errors import (
+    EventworksError,
+    InvalidEvent,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unavailable,
+)
+from eventing.settings import ONE_MIB, SettingsError
+
+log = logging.getLogger("broker.ingress")
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a Kubernetes name, also a valid topic part
+FIRST = ("specversion", "id", "source", "type")      # header order: required attributes first
+UNTRUSTED = frozenset({"authtype", "authid"})       # set only by a trusted edge (DESIGN §4)
+PARTITIONKEY = "partitionkey"
+JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
+LIVENESS = "/health/liveness"
+READINESS = "/health/readiness"
+PROBLEM = {"content-type": "application/problem+json"}
+
+
+class IngressSettings(BaseModel):
+    """The environment of `python -m broker`, validated once."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    listen_address: str = Field(default="127.0.0.1:8080", alias="LISTEN_ADDRESS",
+                                pattern=r"^\S+:\d{1,5}$")
+    kafka_bootstrap_servers: str = Field(alias="KAFKA_BOOTSTRAP_SERVERS",
+                                         pattern=r"^\S+:\d{1,5}(,\S+:\d{1,5})*$")
+    namespace: str = Field(default="eventworks", alias="BROKER_NAMESPACE", pattern=DNS_LABEL)
+    name: str = Field(default="default", alias="BROKER_NAME", pattern=DNS_LABEL)
+    partitions: int = Field(default=4, alias="BROKER_PARTITIONS", ge=1, le=1000)
+    produce_timeout_ms: int = Field(default=5000, alias="BROKER_PRODUCE_TIMEOUT_MS",
+                                    ge=1000, le=120_000)
+    startup_timeout_s: float = Field(default=30.0, alias="BROKER_STARTUP_TIMEOUT_SECONDS", gt=0)
+    max_event_bytes: int = Field(default=ONE_MIB, alias="MAX_EVENT_BYTES", gt=0)
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL",
+                           pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        try:
+            return cls.model_validate(dict(env))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
+            raise SettingsError(f"invalid broker settings: {problems}") from None
+
+    @property
+    def topic(self) -> str:
+        return f"knative-broker-{self.namespace}-{self.name}"
+
+    @property
+    def path(self) -> str:
+        return f"/{self.namespace}/{self.name}"
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        return [s.strip() for s in self.kafka_bootstrap_servers.split(",") if s.strip()]
+
+
+class StartupError(Exception):
+    """Kafka could not be reached (or the topic created) within the startup timeout."""
+
+
+# -- CloudEvent → Kafka record (binary content mode) ----------------------------------
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+def _text(name: str, value: object) -> str:
+    """An attribute's canonical string form (CloudEvents type system)."""
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text[:-6] + "Z" if text.endswith("+00:00") else text
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    raise InvalidEvent(f"attribute {name} is a {type(value).__name__}, which is not a "
+                       "CloudEvents attribute type", field=name)
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True  # structured mode: data without datacontenttype is JSON
+    return bool(JSON_MEDIA_TYPE.match(content_type.split(";")[0].strip().lower()))
+
+
+def _structured_value(event: BaseCloudEvent) -> bytes:
+    data = event.get_data()
+    if data is None:
+        return b""
+    if isinstance(data, bytes):  # data_base64
+        return data
+    if isinstance(data, str) and not _is_json(event.get_datacontenttype()):
+        return data.encode()
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def to_record(event: BaseCloudEvent, body: bytes, *, binary: bool,
+              sent_time: bool = True) -> Record:
+    """The Kafka record of `event`; `body` is the HTTP body it was decoded from."""
+    attributes = {k: v for k, v in event.get_attributes().items() if v is not None}
+    if not sent_time:
+        attributes.pop("time", None)
+    headers: list[tuple[str, bytes]] = []
+    for name in [*FIRST, *sorted(set(attributes) - set(FIRST))]:
+        if name not in attributes or name in UNTRUSTED:
+            continue
+        text = _text(name, attributes[name])
+        if name == "datacontenttype":
+            headers.append(("content-type", text.encode()))
+        else:
+            headers.append((f"ce_{name}", text.encode()))
+    if binary:
+        value = body
+    else:
+        value = _structured_value(event)
+        if "datacontenttype" not in attributes and event.get_data() is not None \
+                and not isinstance(event.get_data(), bytes):
+            headers.append(("content-type", b"application/json"))
+    key = attributes.get(PARTITIONKEY)
+    return Record(key=None if key is None else _text(PARTITIONKEY, key).encode(),
+                  value=value, headers=headers)
+
+
+def _request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
+def _sent_time(headers: Mapping[str, str], body: bytes, binary: bool) -> bool:
+    if binary:
+        return "ce-time" in headers
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return True
+    return isinstance(document, dict) and document.get("time") is not None
+
+
+# -- the ASGI application --------------------------------------------------------------
+
+class Ingress:
+    """The broker ingress as a raw ASGI app, with its Kafka producer.
+
+    `start()` (blocking) creates the topic and the producer; `close()` (blocking)
+    flushes and closes it. Between the two, `await ingress(scope, receive, send)`.
+    """
+
+    def __init__(self, settings: IngressSettings) -> None:
+        self.settings = settings
+        self._producer: KafkaProducer | None = None
+        self._closing = False
+        # KafkaProducer.send can block (metadata, a full buffer) up to max_block_ms:
+        # it runs here, never on the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="broker-produce")
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        wire.max_event_bytes = self.settings.max_event_bytes
+        deadline = time.monotonic() + self.settings.startup_timeout_s
+        while True:
+            try:
+                self._ensure_topic()
+                self._producer = self._new_producer()
+                self._producer.partitions_for(self.settings.topic)  # warm the metadata
+                break
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    raise StartupError(
+                        f"Kafka at {self.settings.kafka_bootstrap_servers} was not usable within "
+                        f"{self.settings.startup_timeout_s:g} s: {exc}") from exc
+                log.warning("kafka not usable yet, retrying", extra={"error": str(exc)})
+                time.sleep(0.5)
+        log.info("broker ingress started", extra={
+            "topic": self.settings.topic, "path": self.settings.path,
+            "kafka": self.settings.kafka_bootstrap_servers})
+
+    def _ensure_topic(self) -> None:
+        admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers,
+                                 client_id=f"eventworks-broker-{self.settings.name}-admin",
+                                 request_timeout_ms=5000, bootstrap_timeout_ms=3000)
+        try:
+            admin.create_topics({self.settings.topic: {
+                "num_partitions": self.settings.partitions, "replication_factor": 1}})
+            log.info("topic created", extra={"topic": self.settings.topic,
+                                             "partitions": self.settings.partitions})
+        except TopicAlreadyExistsError:
+            log.info("topic exists", extra={"topic": self.settings.topic})
+        finally:
+            admin.close()
+
+    def _new_producer(self) -> KafkaProducer:
+        timeout = self.settings.produce_timeout_ms
+        return KafkaProducer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            client_id=f"eventworks-broker-{self.settings.name}",
+            acks="all",
+            linger_ms=0,  # batches form anyway while requests are in flight
+            # A dead Kafka must give an error in seconds, not the 2-minute default.
+            request_timeout_ms=timeout // 2,
+            delivery_timeout_ms=timeout,
+            max_block_ms=timeout // 2,
+            bootstrap_timeout_ms=3000,
+            reconnect_backoff_max_ms=1000,
+            # The body limit is MAX_EVENT_BYTES; headers and framing come on top.
+            max_request_size=self.settings.max_event_bytes + 64 * 1024,
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush what was accepted and close the producer (blocking; idempotent)."""
+        self._closing = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            try:
+                producer.flush(timeout=timeout)
+            except KafkaError as exc:
+                log.warning("flush failed", extra={"error": str(exc)})
+            producer.close(timeout=timeout)
+        self._pool.shutdown(wait=False)
+        log.info("broker ingress stopped")
+
+    async def ready(self) -> tuple[bool, str]:
+        """Ready when started and a bootstrap server accepts a connection.
+
+        kafka-python 3's `bootstrap_connected()` is True only *while* a bootstrap is
+        in flight (False once it is done), so it cannot report readiness; a TCP
+        connect to the bootstrap servers can.
+        """
+        if self._producer is None or self._closing:
+            return False, "not connected to Kafka"
+        for server in self.settings.bootstrap_servers:
+            host, port = split_address(server)
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), timeout=1.0)
+            except (OSError, TimeoutError):
+                continue
+            writer.close()
+            return True, "ready"
+        return False, f"Kafka at {self.settings.kafka_bootstrap_servers} is unreachable"
+
+    # -- ASGI -----------------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: wire.Receive,
+                       send: wire.Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = scope.get("path", "")
+        if path in (LIVENESS, READINESS):
+            await self._health(scope, send, path)
+            return
+        if path.rstrip("/") != self.settings.path:
+            await self._refuse(send, NotFound(
+                f"no broker at {path}: events go to {self.settings.path}", field="path"), None)
+            return
+        await self._ingest(scope, receive, send)
+
+    async def _health(self, scope: Mapping[str, Any], send: wire.Send, path: str) -> None:
+        if scope.get("method") not in ("GET", "HEAD"):
+            await self._refuse(send, MethodNotAllowed("health is read with GET", field="method"),
+                               None, allow="GET, HEAD")
+            return
+        ok, detail = (True, "alive") if path == LIVENESS else await self.ready()
+        body = json.dumps({"status": "ok" if ok else "unavailable", "detail": detail}).encode()
+        await wire.send_response(send, 200 if ok else 503,
+                                 {"content-type": "application/json"}, body)
+
+    async def _ingest(self, scope: Mapping[str, Any], receive: wire.Receive,
+                      send: wire.Send) -> None:
+        started = time.perf_counter()
+        chunks: list[bytes] = []
+
+        async def recording() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+            return message
+
+        request = await wire.decode_request(scope, recording)
+        event_id: str | None = None
+        try:
+            if isinstance(request, wire.Rejected):
+                raise request.error
+            event_id = request.get_id()
+            if request.get_specversion() != "1.0":
+                raise InvalidEvent("only CloudEvents 1.0 are accepted", field="specversion")
+            headers = _request_headers(scope)
+            binary = any(name.startswith("ce-") for name in headers)
+            body = b"".join(chunks)
+            record = to_record(request, body, binary=binary,
+                               sent_time=_sent_time(headers, body, binary))
+            with logs.bound(event_id=event_id, event_type=request.get_type(),
+                            event_source=request.get_source()):
+                metadata = await self._produce(record)
+                log.info("event accepted", extra={
+                    "partition": metadata.partition, "offset": metadata.offset,
+                    "ms": round((time.perf_counter() - started) * 1000, 2)})
+            await wire.send_response(send, 202, {}, b"")
+        except EventworksError as error:
+            await self._refuse(send, error, event_id)
+        except Exception:
+            log.exception("event failed", extra={"event_id": event_id})
+            await wire.send_response(send, 500, PROBLEM, wire.problem(500, None,
+                                                                      event_id=event_id))
+
+    async def _refuse(self, send: wire.Send, error: EventworksError, event_id: str | None,
+                      allow: str = "POST") -> None:
+        status = status_of(error)
+        headers = dict(PROBLEM)
+        if isinstance(error, Unavailable):
+            headers["retry-after"] = str(error.retry_after)
+        if isinstance(error, MethodNotAllowed):
+            headers["allow"] = allow
+        log.warning("event refused", extra={"status": status, "problem": error.slug,
+                                            "field": error.field, "detail": error.detail,
+                                            "event_id": event_id})
+        await wire.send_response(send, status, headers,
+                                 wire.problem(status, error, event_id=event_id))
+
+    async def _produce(self, record: Record) -> Any:
+        """Produce `record`; return its RecordMetadata once Kafka acknowledged it."""
+        producer = self._producer
+        if producer is None or self._closing:
+            raise Unavailable("the broker is not connected to Kafka")
+        loop = asyncio.get_running_loop()
+        try:
+            future = await loop.run_in_executor(self._pool, partial(
+                producer.send, self.settings.topic, value=record.value, key=record.key,
+                headers=record.headers))
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            raise PayloadTooLarge(f"the event is too large for Kafka: {exc}") from exc
+        except KafkaError as exc:
+            log.warning("produce failed", extra={"error": repr(exc)})
+            raise Unavailable("Kafka did not take the event; try again later") from exc
+
+        acked: asyncio.Future[Any] = loop.create_future()
+
+        def settle(result: Any, error: BaseException | None) -> None:
+            if acked.done():
+                return
+            if error is None:
+                acked.set_result(result)
+            else:
+                acked.set_exception(error)
+
+        def from_kafka_thread(result: Any, error: BaseException | None) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown)
+                loop.call_soon_threadsafe(settle, result, error)
+
+        future.add_callback(lambda metadata: from_kafka_thread(metadata, None))
+        future.add_errback(lambda exc: from_kafka_thread(None, exc))
+        try:
+            return await asyncio.wait_for(
+                acked, timeout=self.settings.produce_timeout_ms / 1000 + 2.0)
+        except TimeoutError as exc:
+            log.warning("produce timed out")
+            raise Unavailable("Kafka did not acknowledge the event in time") from exc
+        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+            raise PayloadTooLarge(f"the event is too large for Kafka: {exc}") from exc
+        except KafkaError as exc:
+            log.warning("produce failed", extra={"error": repr(exc)})
+            raise Unavailable("Kafka did not acknowledge the event; try again later") from exc
+
+
+async def _lifespan(receive: wire.Receive, send: wire.Send) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """`host:port` (or `[v6]:port`) → (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)

