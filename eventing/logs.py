@@ -52,6 +52,10 @@ def configure(function: str, level: str = "INFO") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Hypercorn gives its loggers plain-text handlers of their own and lets them
+    # propagate too: every server line would be written twice, once not as JSON.
+    for name in ("hypercorn.error", "hypercorn.access"):
+        logging.getLogger(name).handlers.clear()
 
 
 @contextlib.contextmanager

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import uuid
 from pathlib import Path
 
@@ -48,12 +47,34 @@ def test_given_bounty_comment_when_posted_over_http_twice_then_one_inbox_row_sam
     assert first.status_code == second.status_code == 200
     reply = from_http_event(HTTPMessage(headers=dict(first.headers), body=first.content))
     assert reply.get_type() == "dev.eventworks.bounty.requested"
-    assert reply.get_data()["amount_base_units"] == "250000000"
+    data = reply.get_data()
+    assert isinstance(data, dict)
+    assert data["amount_base_units"] == "250000000"
     assert first.headers["ce-id"] == second.headers["ce-id"]
     with psycopg.connect(stack_env["DATABASE_URL"]) as conn:
         rows = conn.execute("SELECT status FROM parse_comment.inbox WHERE source = %s AND id = %s",
                             (event.attributes["source"], event.id)).fetchall()
     assert rows == [(200,)]
+
+
+async def test_given_same_event_delivered_concurrently_when_answered_then_one_effect(stack_env):
+    import asyncio
+
+    event = github("issue_comment", issue_comment("Worth $ETH:1$"))
+    url = stack_env["FUNCTION_PARSE_COMMENT_URL"]
+    async with httpx.AsyncClient() as client:
+        answers = await asyncio.gather(*[
+            client.post(url, content=event.body, headers=dict(event.headers))
+            for _ in range(8)])
+
+    assert {a.status_code for a in answers} == {200}
+    assert len({a.headers["ce-id"] for a in answers}) == 1
+    assert len({a.content for a in answers}) == 1
+    with psycopg.connect(stack_env["DATABASE_URL"]) as conn:
+        (count,) = conn.execute(
+            "SELECT count(*) FROM parse_comment.inbox WHERE source = %s AND id = %s",
+            (event.attributes["source"], event.id)).fetchone() or (0,)
+    assert count == 1
 
 
 def test_given_function_role_when_reading_another_schema_then_permission_denied(stack_env):
@@ -144,11 +165,10 @@ def test_given_component_that_cannot_start_when_started_then_it_is_named_with_it
     pgdata.mkdir(parents=True)
     (pgdata / "PG_VERSION").write_text("3\n")  # a data directory from no real PostgreSQL
     said: list[str] = []
-    started = time.monotonic()
 
     assert supervisor.start(layout, said.append) == 1
     output = "\n".join(said)
     assert "postgres exited with status" in output
-    assert "last lines of" in output and "postgres.log" in output
-    assert time.monotonic() - started < 60
+    assert "last lines of" in output
+    assert "postgres.log" in output
     assert supervisor.stop(layout, said.append) == 0
