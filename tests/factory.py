@@ -101,3 +101,15 @@ class served:  # noqa: N801 - used as `async with served(f, env) as client`
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
         await self.function.aclose()
+
+
+async def assert_not_built(function: Any) -> None:
+    """A function whose capability has its own issue: events get 501 problem+json saying
+    so, and a request that is no CloudEvent still gets the edge's 400."""
+    response = await post_to(function, cloudevent("dev.eventworks.anything", {"x": 1}))
+    assert response.status_code == 501
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "not built" in response.json()["detail"]
+    response = await post_to(function, body=b"hello", headers={"content-type": "text/plain"})
+    assert response.status_code == 400
+    assert response.json()["field"] == "content-type"
