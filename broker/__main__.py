@@ -1,4 +1,5 @@
-"""`python -m broker`: serve the broker ingress with hypercorn until SIGTERM/SIGINT."""
+"""`python -m broker`: serve the broker ingress (and the GitHub webhook at `/github`)
+with hypercorn until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
+from broker import webhook
 from broker.ingress import Ingress, IngressSettings, StartupError
 from eventing import logs
 from eventing.settings import SettingsError
@@ -31,6 +33,12 @@ async def _serve(ingress: Ingress, listen_address: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("broker ingress listening", extra={
         "url": f"http://{listen_address}{ingress.settings.path}"})
+    if ingress.settings.github_webhook_secret is None:
+        log.warning("github webhook refuses every delivery: GITHUB_WEBHOOK_SECRET is not set",
+                    extra={"url": f"http://{listen_address}{webhook.PATH}"})
+    else:
+        log.info("github webhook listening", extra={
+            "url": f"http://{listen_address}{webhook.PATH}"})
     app: Any = ingress
     await serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
     log.info("broker ingress shutting down")

@@ -13,6 +13,10 @@ value is the event's data bytes (the HTTP body as received in binary mode; the
 attribute is a `ce_<name>` header (time in RFC 3339), `datacontenttype` is the
 `content-type` header, and the `partitionkey` extension is the record key.
 
+`POST /github` (`GITHUB_WEBHOOK_URL`) is the GitHubSource: a GitHub webhook whose
+`X-Hub-Signature-256` verifies against `GITHUB_WEBHOOK_SECRET` becomes the CloudEvent
+GitHubSource emits (`broker/webhook.py`) and goes to the same topic the same way.
+
 Two deliberate differences from a plain re-encoding of the SDK's event:
 - `time` is stored only when the sender set it (the SDK fills in "now" when it is
   absent; a broker does not invent attributes).
@@ -29,14 +33,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
-from typing import Any, Self
+from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.v1.event import CloudEvent
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.errors import (
     KafkaError,
@@ -44,8 +50,9 @@ from kafka.errors import (
     RecordListTooLargeError,
     TopicAlreadyExistsError,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, SecretStr, field_validator
 
+from broker import webhook
 from eventing import logs, wire
 from eventing.edge import status_of
 from eventing.errors import (
@@ -56,7 +63,7 @@ from eventing.errors import (
     PayloadTooLarge,
     Unavailable,
 )
-from eventing.settings import ONE_MIB, SettingsError
+from eventing.settings import ONE_MIB, EnvSettings
 
 log = logging.getLogger("broker.ingress")
 
@@ -70,10 +77,8 @@ READINESS = "/health/readiness"
 PROBLEM = {"content-type": "application/problem+json"}
 
 
-class IngressSettings(BaseModel):
+class IngressSettings(EnvSettings):
     """The environment of `python -m broker`, validated once."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     listen_address: str = Field(default="127.0.0.1:8080", alias="LISTEN_ADDRESS",
                                 pattern=r"^\S+:\d{1,5}$")
@@ -88,15 +93,14 @@ class IngressSettings(BaseModel):
     max_event_bytes: int = Field(default=ONE_MIB, alias="MAX_EVENT_BYTES", gt=0)
     log_level: str = Field(default="INFO", alias="LOG_LEVEL",
                            pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    # Without it, POST /github answers 503: unsigned webhooks are never accepted.
+    github_webhook_secret: SecretStr | None = Field(default=None, alias="GITHUB_WEBHOOK_SECRET")
 
+    @field_validator("github_webhook_secret", mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Self:
-        try:
-            return cls.model_validate(dict(env))
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-            raise SettingsError(f"invalid broker settings: {problems}") from None
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
 
     @property
     def topic(self) -> str:
@@ -303,13 +307,16 @@ class Ingress:
     async def __call__(self, scope: dict[str, Any], receive: wire.Receive,
                        send: wire.Send) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await wire.lifespan(receive, send)
             return
         if scope["type"] != "http":
             return
         path = scope.get("path", "")
         if path in (LIVENESS, READINESS):
             await self._health(scope, send, path)
+            return
+        if path.rstrip("/") == webhook.PATH:
+            await self._webhook(scope, receive, send)
             return
         if path.rstrip("/") != self.settings.path:
             await self._refuse(send, NotFound(
@@ -332,7 +339,7 @@ class Ingress:
         started = time.perf_counter()
         chunks: list[bytes] = []
 
-        async def recording() -> dict[str, Any]:
+        async def recording() -> MutableMapping[str, Any]:
             message = await receive()
             if message["type"] == "http.request":
                 chunks.append(message.get("body", b""))
@@ -364,6 +371,46 @@ class Ingress:
             log.exception("event failed", extra={"event_id": event_id})
             await wire.send_response(send, 500, PROBLEM, wire.problem(500, None,
                                                                       event_id=event_id))
+
+    async def _webhook(self, scope: Mapping[str, Any], receive: wire.Receive,
+                       send: wire.Send) -> None:
+        """`POST /github`: a signed GitHub webhook → a GitHubSource CloudEvent in Kafka."""
+        started = time.perf_counter()
+        delivery_id: str | None = None
+        try:
+            if scope.get("method") != "POST":
+                raise MethodNotAllowed("GitHub webhooks are delivered with POST", field="method")
+            secret = self.settings.github_webhook_secret
+            if secret is None:
+                raise Unavailable("webhook secret not configured: the broker accepts no GitHub "
+                                  "webhooks until GITHUB_WEBHOOK_SECRET is set", retry_after=60)
+            headers = _request_headers(scope)
+            body = await _read_body(receive, headers, self.settings.max_event_bytes)
+            delivery = webhook.parse_headers(headers)
+            delivery_id = delivery.delivery_id
+            webhook.authenticate(secret.get_secret_value(), body, delivery)
+            payload = webhook.parse_payload(body, headers.get("content-type"))
+            attributes = webhook.attributes(delivery, payload, datetime.now(UTC))
+            try:
+                event = CloudEvent(attributes, body)
+            except CloudEventValidationError as exc:
+                raise InvalidEvent(f"the webhook makes no valid CloudEvent: {exc}",
+                                   field=next(iter(exc.errors), None)) from None
+            record = to_record(event, body, binary=True)
+            with logs.bound(event_id=delivery_id, event_type=attributes["type"],
+                            event_source=attributes["source"]):
+                metadata = await self._produce(record)
+                log.info("github webhook accepted", extra={
+                    "github_event": delivery.event, "partition": metadata.partition,
+                    "offset": metadata.offset,
+                    "ms": round((time.perf_counter() - started) * 1000, 2)})
+            await wire.send_response(send, 202, {}, b"")
+        except EventworksError as error:  # logged by _refuse: never the secret or signature
+            await self._refuse(send, error, delivery_id)
+        except Exception:
+            log.exception("github webhook failed", extra={"event_id": delivery_id})
+            await wire.send_response(send, 500, PROBLEM, wire.problem(500, None,
+                                                                      event_id=delivery_id))
 
     async def _refuse(self, send: wire.Send, error: EventworksError, event_id: str | None,
                       allow: str = "POST") -> None:
@@ -424,14 +471,21 @@ class Ingress:
             raise Unavailable("Kafka did not acknowledge the event; try again later") from exc
 
 
-async def _lifespan(receive: wire.Receive, send: wire.Send) -> None:
+async def _read_body(receive: wire.Receive, headers: Mapping[str, str], limit: int) -> bytes:
+    """The whole request body, refused as soon as it is known to exceed `limit` bytes."""
+    declared = headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+    body = bytearray()
     while True:
         message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+        if message["type"] == "http.disconnect":
+            raise InvalidEvent("the client went away before sending the whole body")
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(body)
 
 
 def split_address(address: str) -> tuple[str, int]:

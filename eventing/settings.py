@@ -19,16 +19,10 @@ class SettingsError(Exception):
     """The environment does not describe a runnable function."""
 
 
-class Settings(BaseModel):
-    """What every function reads. Functions extend it with their own fields."""
+class EnvSettings(BaseModel):
+    """A frozen view of environment variables, each field aliased to its variable."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
-
-    database_url: str | None = Field(default=None, alias="DATABASE_URL")
-    max_event_bytes: int = Field(default=ONE_MIB, alias="MAX_EVENT_BYTES", gt=0)
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL",
-                           pattern="^(DEBUG|INFO|WARNING|ERROR)$")
-    database_pool_size: int = Field(default=4, alias="DATABASE_POOL_SIZE", ge=1, le=64)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -39,3 +33,13 @@ class Settings(BaseModel):
                 f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
             )
             raise SettingsError(f"invalid settings: {problems}") from None
+
+
+class Settings(EnvSettings):
+    """What every function reads. Functions extend it with their own fields."""
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    max_event_bytes: int = Field(default=ONE_MIB, alias="MAX_EVENT_BYTES", gt=0)
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL",
+                           pattern="^(DEBUG|INFO|WARNING|ERROR)$")
+    database_pool_size: int = Field(default=4, alias="DATABASE_POOL_SIZE", ge=1, le=64)

@@ -12,7 +12,7 @@ serving stays func-python's (health endpoints, lifespan, binding).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +23,9 @@ from cloudevents.core.exceptions import CloudEventValidationError
 from eventing.errors import EventworksError, InvalidEvent, MethodNotAllowed, PayloadTooLarge
 from eventing.settings import ONE_MIB
 
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+# The ASGI callables, typed as ASGI servers and httpx's ASGITransport type them.
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 STRUCTURED = "application/cloudevents+json"
 REQUIRED = ("id", "source", "type", "specversion")
@@ -114,6 +115,17 @@ async def decode_request(scope: Mapping[str, Any], receive: Receive) -> BaseClou
         return Rejected(InvalidEvent(f"invalid CloudEvent attributes: {exc}", field=field))
     except Exception as exc:  # the SDK raises ValueError, TypeError, JSON errors...
         return Rejected(InvalidEvent(f"not a valid CloudEvent: {exc}"))
+
+
+async def lifespan(receive: Receive, send: Send) -> None:
+    """The ASGI lifespan protocol for an app with nothing to start or stop in it."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def send_response(send: Send, status: int, headers: Mapping[str, str], body: bytes) -> None:
