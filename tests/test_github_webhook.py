@@ -20,8 +20,8 @@ import pytest
 from broker import webhook
 from broker.ingress import Ingress, IngressSettings
 from eventing.errors import InvalidEvent, Unauthorized
-from tests.test_broker_ingress import Ingress as RunningBroker
-from tests.test_broker_ingress import only, start_ingress, start_tansu, stored
+from tests.tansu import Ingress as RunningBroker
+from tests.tansu import only, start_ingress, stored
 
 PAYLOAD_FILE = Path(__file__).parent / "data" / "github" / "issue_comment.created.json"
 VECTOR_SECRET = "It's a Secret to Everybody"
@@ -278,15 +278,6 @@ async def test_given_kafka_not_connected_when_a_signed_webhook_arrives_then_503_
 
 
 # -- through the real process and a real Kafka -------------------------------------------
-
-@pytest.fixture(scope="module")
-def kafka() -> Iterator[str]:
-    tansu = start_tansu()
-    try:
-        yield tansu.bootstrap
-    finally:
-        tansu.kill()
-
 
 @pytest.fixture(scope="module")
 def broker(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningBroker]:
