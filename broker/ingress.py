@@ -43,16 +43,15 @@ from typing import Any
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 from kafka.errors import (
     KafkaError,
     MessageSizeTooLargeError,
     RecordListTooLargeError,
-    TopicAlreadyExistsError,
 )
 from pydantic import Field, SecretStr, field_validator
 
-from broker import webhook
+from broker import topics, webhook
 from eventing import logs, wire
 from eventing.edge import status_of
 from eventing.errors import (
@@ -191,7 +190,7 @@ def _request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
 
 
-def _sent_time(headers: Mapping[str, str], body: bytes, binary: bool) -> bool:
+def sent_time(headers: Mapping[str, str], body: bytes, binary: bool) -> bool:
     if binary:
         return "ce-time" in headers
     try:
@@ -240,35 +239,15 @@ class Ingress:
             "kafka": self.settings.kafka_bootstrap_servers})
 
     def _ensure_topic(self) -> None:
-        admin = KafkaAdminClient(bootstrap_servers=self.settings.bootstrap_servers,
-                                 client_id=f"eventworks-broker-{self.settings.name}-admin",
-                                 request_timeout_ms=5000, bootstrap_timeout_ms=3000)
-        try:
-            admin.create_topics({self.settings.topic: {
-                "num_partitions": self.settings.partitions, "replication_factor": 1}})
-            log.info("topic created", extra={"topic": self.settings.topic,
-                                             "partitions": self.settings.partitions})
-        except TopicAlreadyExistsError:
-            log.info("topic exists", extra={"topic": self.settings.topic})
-        finally:
-            admin.close()
+        topics.ensure_topic(self.settings.bootstrap_servers, self.settings.topic,
+                            self.settings.partitions,
+                            client_id=f"eventworks-broker-{self.settings.name}-admin")
 
     def _new_producer(self) -> KafkaProducer:
-        timeout = self.settings.produce_timeout_ms
-        return KafkaProducer(
-            bootstrap_servers=self.settings.bootstrap_servers,
-            client_id=f"eventworks-broker-{self.settings.name}",
-            acks="all",
-            linger_ms=0,  # batches form anyway while requests are in flight
-            # A dead Kafka must give an error in seconds, not the 2-minute default.
-            request_timeout_ms=timeout // 2,
-            delivery_timeout_ms=timeout,
-            max_block_ms=timeout // 2,
-            bootstrap_timeout_ms=3000,
-            reconnect_backoff_max_ms=1000,
-            # The body limit is MAX_EVENT_BYTES; headers and framing come on top.
-            max_request_size=self.settings.max_event_bytes + 64 * 1024,
-        )
+        return topics.producer(self.settings.bootstrap_servers,
+                               client_id=f"eventworks-broker-{self.settings.name}",
+                               timeout_ms=self.settings.produce_timeout_ms,
+                               max_event_bytes=self.settings.max_event_bytes)
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush what was accepted and close the producer (blocking; idempotent)."""
@@ -357,7 +336,7 @@ class Ingress:
             binary = any(name.startswith("ce-") for name in headers)
             body = b"".join(chunks)
             record = to_record(request, body, binary=binary,
-                               sent_time=_sent_time(headers, body, binary))
+                               sent_time=sent_time(headers, body, binary))
             with logs.bound(event_id=event_id, event_type=request.get_type(),
                             event_source=request.get_source()):
                 metadata = await self._produce(record)

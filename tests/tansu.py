@@ -132,14 +132,15 @@ class Stored:
     partition: int
 
 
-def stored(bootstrap: str, event_id: str) -> list[Stored]:
+def stored(bootstrap: str, event_id: str, topic: str = TOPIC) -> list[Stored]:
     """Every record of the broker topic whose ce_id is `event_id` (reads to the end)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              fetch_max_wait_ms=5, auto_offset_reset="earliest",
                              request_timeout_ms=5000)
     try:
-        partitions = [TopicPartition(TOPIC, p) for p in consumer.partitions_for_topic(TOPIC)]
-        assert partitions, f"the topic {TOPIC} does not exist"
+        partitions = [TopicPartition(topic, p)
+                      for p in consumer.partitions_for_topic(topic) or ()]
+        assert partitions, f"the topic {topic} does not exist"
         consumer.assign(partitions)  # no group: no join, no rebalance wait
         consumer.seek_to_beginning(*partitions)
         end = consumer.end_offsets(partitions)
@@ -157,7 +158,7 @@ def stored(bootstrap: str, event_id: str) -> list[Stored]:
         consumer.close()
 
 
-def only(bootstrap: str, event_id: str) -> Stored:
-    records = stored(bootstrap, event_id)
+def only(bootstrap: str, event_id: str, topic: str = TOPIC) -> Stored:
+    records = stored(bootstrap, event_id, topic)
     assert len(records) == 1, f"expected one record with ce_id {event_id}, found {records}"
     return records[0]

@@ -1,0 +1,530 @@
+"""The dispatcher: delivers the broker topic to every Trigger's subscriber.
+
+One Kafka consumer group per Trigger (`knative-trigger-<namespace>-<name>`), as
+Knative's Kafka broker has. For each record: the Trigger's filter decides; a
+match is POSTed to the subscriber in binary mode with `Prefer: reply`, retried
+by the Trigger's delivery spec, and dead-lettered with `knativeerror*`
+extensions when it fails for good; a reply event is published to the broker
+topic. An offset is committed only once the record and every record before it
+in its partition are delivered, dead-lettered or filtered out: a dispatcher
+killed at any moment redelivers what was not finished and loses nothing.
+
+Ordering (annotation `kafka.eventing.knative.dev/delivery.order`): `ordered`
+delivers one record at a time per partition, retries included; `unordered`
+delivers up to `max_in_flight` records at once.
+
+Retry state survives a restart or a rebalance: each failed attempt is written
+(before the backoff) to a ledger topic, keyed by trigger, partition and offset,
+so the next owner of the partition goes on counting instead of starting over —
+an event with `retry: 3` is tried 4 times, then dead-lettered, whoever tries it.
+(tansu does not keep offset-commit metadata, which would otherwise hold it.)
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import httpx
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.structs import OffsetAndMetadata
+
+from broker import delivery
+from broker.delivery import Event, Outcome
+from broker.ingress import sent_time, to_record
+
+log = logging.getLogger("broker.dispatcher")
+
+COMMIT_EVERY = 0.02            # seconds: commits are batched, never delayed longer
+PUBLISH_TIMEOUT = 5.0          # seconds to wait for Kafka to acknowledge a reply
+DEAD_LETTER_MAX_BACKOFF = 30.0  # a dead-letter sink that fails is retried forever, slowly
+
+
+class Match(Protocol):
+    @property
+    def matched(self) -> bool: ...
+
+
+class Filter(Protocol):
+    def match(self, event: Mapping[str, str], /) -> Match: ...
+
+
+class DestinationLike(Protocol):
+    @property
+    def uri(self) -> str | None: ...
+    @property
+    def kafka_topic(self) -> str | None: ...
+    @property
+    def broker(self) -> str | None: ...
+    @property
+    def describe(self) -> str: ...
+
+
+class DeliveryLike(Protocol):
+    @property
+    def retry(self) -> int: ...
+    @property
+    def backoff_policy(self) -> str: ...
+    @property
+    def backoff_delay(self) -> float: ...
+    @property
+    def timeout(self) -> float | None: ...
+    @property
+    def dead_letter_sink(self) -> DestinationLike | None: ...
+
+
+class TriggerLike(Protocol):
+    """What the dispatcher reads of a Trigger (broker.manifests.Trigger); read-only."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def broker(self) -> str: ...
+    @property
+    def filter(self) -> Filter: ...
+    @property
+    def subscriber(self) -> DestinationLike: ...
+    @property
+    def delivery(self) -> DeliveryLike: ...
+    @property
+    def ordered(self) -> bool: ...
+
+
+def broker_topic(namespace: str, broker: str) -> str:
+    return f"knative-broker-{namespace}-{broker}"
+
+
+def group_id(trigger: TriggerLike) -> str:
+    return f"knative-trigger-{trigger.namespace}-{trigger.name}"
+
+
+# -- where events go besides subscribers: Kafka topics ----------------------------------
+
+class Publisher:
+    """Writes events to Kafka topics (replies, KafkaSink dead letters, the retry ledger)."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self._producer = producer
+
+    def event(self, topic: str, event: Event) -> None:
+        future = self._producer.send(topic, value=event.value, key=event.key,
+                                     headers=list(event.headers))
+        future.get(timeout=PUBLISH_TIMEOUT)
+
+    def raw(self, topic: str, key: bytes, value: bytes | None) -> None:
+        self._producer.send(topic, key=key, value=value).get(timeout=PUBLISH_TIMEOUT)
+
+
+def reply_event(outcome: Outcome) -> Event:
+    """A subscriber's reply as the broker topic stores it (the ingress's own mapping)."""
+    assert outcome.reply is not None
+    headers = {k.lower(): v for k, v in outcome.headers.items()}
+    record = to_record(outcome.reply, outcome.reply_body, binary=outcome.reply_binary,
+                       sent_time=sent_time(headers, outcome.reply_body, outcome.reply_binary))
+    return Event(tuple(record.headers), record.value, record.key)
+
+
+class RetryLedger:
+    """Attempts already spent on unfinished records, kept in a Kafka topic so that a
+    restarted or rebalanced dispatcher goes on counting (see the module docstring)."""
+
+    def __init__(self, publisher: Publisher, bootstrap: list[str], topic: str) -> None:
+        self._publisher = publisher
+        self._bootstrap = bootstrap
+        self.topic = topic
+
+    @staticmethod
+    def _key(trigger: str, partition: int, offset: int) -> bytes:
+        return f"{trigger}\x00{partition}\x00{offset}".encode()
+
+    def record(self, trigger: str, partition: int, offset: int, attempts: int) -> None:
+        self._publisher.raw(self.topic, self._key(trigger, partition, offset),
+                            str(attempts).encode())
+
+    def forget(self, trigger: str, partition: int, offset: int) -> None:
+        self._publisher.raw(self.topic, self._key(trigger, partition, offset), None)
+
+    def load(self, trigger: str) -> dict[tuple[int, int], int]:
+        """Every (partition, offset) → attempts this trigger has spent, read to the end."""
+        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+                                 fetch_max_wait_ms=5, request_timeout_ms=5000)
+        spent: dict[tuple[int, int], int] = {}
+        try:
+            partitions = [TopicPartition(self.topic, p)
+                          for p in consumer.partitions_for_topic(self.topic) or ()]
+            if not partitions:
+                return spent
+            consumer.assign(partitions)
+            consumer.seek_to_beginning(*partitions)
+            end = consumer.end_offsets(partitions)
+            while any(consumer.position(tp) < end[tp] for tp in partitions):
+                for records in consumer.poll(timeout_ms=100).values():
+                    for rec in records:
+                        name, partition, offset = rec.key.decode().split("\x00")
+                        if name != trigger:
+                            continue
+                        where = (int(partition), int(offset))
+                        if rec.value is None:
+                            spent.pop(where, None)
+                        else:
+                            spent[where] = int(rec.value)
+            return spent
+        finally:
+            consumer.close()
+
+
+# -- one record, start to finish (runs on a worker thread) ------------------------------
+
+@dataclass(frozen=True)
+class Finished:
+    partition: TopicPartition
+    offset: int
+    generation: int
+    how: str              # delivered | dead-lettered | dropped | abandoned
+    attempts: int
+
+
+class Courier:
+    """Delivers one record for one Trigger: attempts, backoff, reply, dead letter."""
+
+    def __init__(self, trigger: TriggerLike, *, client: httpx.Client, publisher: Publisher,
+                 ledger: RetryLedger, stopping: threading.Event,
+                 on_attempt: Callable[[str, int, Outcome], None] | None = None) -> None:
+        self.trigger = trigger
+        self.client = client
+        self.publisher = publisher
+        self.ledger = ledger
+        self.stopping = stopping
+        self.on_attempt = on_attempt
+        self.reply_topic = broker_topic(trigger.namespace, trigger.broker)
+        if trigger.subscriber.uri is None:
+            raise ValueError(f"trigger {trigger.name}: the subscriber has no URL")
+        self.url = trigger.subscriber.uri
+
+    def deliver(self, event: Event, partition: int, offset: int, spent: int) -> tuple[str, int]:
+        spec = self.trigger.delivery
+        attempts = spent
+        while True:
+            attempts += 1
+            outcome = self._attempt(event)
+            if self.on_attempt is not None:
+                self.on_attempt(event.id, attempts, outcome)
+            if outcome.ok:
+                return "delivered", attempts
+            if not outcome.retryable or attempts > spec.retry:
+                log.warning("delivery failed for good", extra={
+                    "trigger": self.trigger.name, "event_id": event.id, "attempts": attempts,
+                    "status": outcome.status, "reason": outcome.reason})
+                return self._dead_letter(event, outcome), attempts
+            self.ledger.record(self.trigger.name, partition, offset, attempts)
+            wait = delivery.backoff(spec.backoff_policy, spec.backoff_delay, attempts)
+            if self.stopping.wait(wait):
+                return "abandoned", attempts
+
+    def _attempt(self, event: Event) -> Outcome:
+        outcome = delivery.send(self.client, self.url, event, self.trigger.delivery.timeout)
+        if outcome.ok and outcome.reply is not None:
+            try:
+                self.publisher.event(self.reply_topic, reply_event(outcome))
+            except Exception as exc:  # Kafka refused or timed out: deliver again later
+                return Outcome(status=None, reason=f"the reply was not published: {exc!r}")
+        return outcome
+
+    def _dead_letter(self, event: Event, outcome: Outcome) -> str:
+        sink = self.trigger.delivery.dead_letter_sink
+        if sink is None:
+            log.error("event dropped: no dead-letter sink", extra={
+                "trigger": self.trigger.name, "event_id": event.id})
+            return "dropped"
+        letter = event.with_extensions(delivery.dead_letter_extensions(self.url, outcome))
+        tries = 0
+        while True:
+            if self._send_to(sink, letter):
+                return "dead-lettered"
+            tries += 1
+            wait = min(DEAD_LETTER_MAX_BACKOFF,
+                       delivery.backoff("exponential", self.trigger.delivery.backoff_delay
+                                        or 0.2, tries))
+            if self.stopping.wait(wait):
+                return "abandoned"
+
+    def _send_to(self, sink: DestinationLike, event: Event) -> bool:
+        try:
+            if sink.kafka_topic is not None:
+                self.publisher.event(sink.kafka_topic, event)
+                return True
+            if sink.broker is not None:
+                self.publisher.event(broker_topic(self.trigger.namespace, sink.broker), event)
+                return True
+        except Exception as exc:
+            log.warning("dead letter not stored", extra={"sink": sink.describe,
+                                                         "error": repr(exc)})
+            return False
+        assert sink.uri is not None
+        return delivery.send(self.client, sink.uri, event, self.trigger.delivery.timeout).ok
+
+
+# -- one Trigger's consumer (its own thread) ---------------------------------------------
+
+@dataclass
+class _Partition:
+    generation: int
+    pending: collections.deque[Any] = field(default_factory=collections.deque)
+    in_flight: set[int] = field(default_factory=set)
+    finished: set[int] = field(default_factory=set)
+    next_offset: int | None = None   # the lowest offset not finished yet
+    committed: int | None = None
+
+
+class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, trigger: TriggerLike, *, bootstrap: list[str], courier: Courier,
+                 ledger: RetryLedger, workers: Any, max_in_flight: int,
+                 session_timeout_ms: int = 1500) -> None:
+        threading.Thread.__init__(self, name=f"trigger-{trigger.name}", daemon=True)
+        self.trigger = trigger
+        self.bootstrap = bootstrap
+        self.courier = courier
+        self.ledger = ledger
+        self.workers = workers
+        self.max_in_flight = 1 if trigger.ordered else max_in_flight
+        self.session_timeout_ms = session_timeout_ms
+        self.topic = broker_topic(trigger.namespace, trigger.broker)
+        self.joined = threading.Event()
+        self.stopping = courier.stopping
+        self.results: queue.SimpleQueue[Finished] = queue.SimpleQueue()
+        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.spent: dict[tuple[int, int], int] = {}
+        self._generation = 0
+        self._consumer: KafkaConsumer | None = None
+        self._last_commit = 0.0
+        self.error: BaseException | None = None
+
+    # ConsumerRebalanceListener (called inside poll, on this thread)
+    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        self._commit(sync=True)
+        for tp in revoked:
+            self.partitions.pop(tp, None)
+
+    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self._generation += 1
+        self.spent = self.ledger.load(self.trigger.name)
+        for tp in assigned:
+            self.partitions[tp] = _Partition(generation=self._generation)
+        self.joined.set()
+        log.info("partitions assigned", extra={
+            "trigger": self.trigger.name, "partitions": sorted(tp.partition for tp in assigned)})
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # surfaced by Dispatcher.health
+            self.error = exc
+            log.exception("trigger consumer failed", extra={"trigger": self.trigger.name})
+
+    def _run(self) -> None:
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, group_id=group_id(self.trigger),
+            client_id=group_id(self.trigger), enable_auto_commit=False,
+            # The local topic is new with every stack (tansu keeps it in memory): read it
+            # from its start so that nothing published before the group joined is missed.
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=5,  # the 500 ms default would dominate every delivery
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
+            max_poll_records=500,
+        )
+        self._consumer = consumer
+        consumer.subscribe([self.topic], listener=self)
+        try:
+            while not self.stopping.is_set():
+                for tp, records in consumer.poll(timeout_ms=20).items():
+                    state = self.partitions.get(tp)
+                    if state is not None:
+                        state.pending.extend(records)
+                self._drain()
+                self._dispatch()
+                self._settle()
+                self._commit(sync=False)
+                self._backpressure(consumer)
+            deadline = time.monotonic() + 5
+            while self._in_flight() and time.monotonic() < deadline:
+                self._drain(block=0.05)
+                self._settle()
+            self._commit(sync=True)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _in_flight(self) -> int:
+        return sum(len(p.in_flight) for p in self.partitions.values())
+
+    def _dispatch(self) -> None:
+        if self.trigger.ordered:
+            for tp, state in self.partitions.items():
+                while state.pending and not state.in_flight:
+                    self._take(tp, state)
+            return
+        budget = self.max_in_flight - self._in_flight()
+        for tp, state in self.partitions.items():
+            while state.pending and budget > 0:
+                budget -= self._take(tp, state)
+
+    def _take(self, tp: TopicPartition, state: _Partition) -> int:
+        """Start the partition's next record: 1 when it went to a worker, 0 when filtered out."""
+        record = state.pending.popleft()
+        if state.next_offset is None:
+            state.next_offset = record.offset
+        event = Event(tuple(record.headers or ()), record.value or b"", record.key)
+        if not self.trigger.filter.match(event.attributes).matched:
+            state.finished.add(record.offset)
+            return 0
+        state.in_flight.add(record.offset)
+        spent = self.spent.get((tp.partition, record.offset), 0)
+        self.workers.submit(self._work, tp, record.offset, state.generation, event, spent)
+        return 1
+
+    def _work(self, tp: TopicPartition, offset: int, generation: int, event: Event,
+              spent: int) -> None:
+        try:
+            how, attempts = self.courier.deliver(event, tp.partition, offset, spent)
+        except Exception:
+            log.exception("delivery crashed", extra={"trigger": self.trigger.name,
+                                                     "event_id": event.id})
+            how, attempts = "abandoned", spent
+        if how != "abandoned" and attempts > 1:
+            try:
+                self.ledger.forget(self.trigger.name, tp.partition, offset)
+            except Exception as exc:
+                log.warning("retry ledger not cleared", extra={"error": repr(exc)})
+        self.results.put(Finished(tp, offset, generation, how, attempts))
+
+    def _drain(self, block: float = 0.0) -> None:
+        while True:
+            try:
+                done = self.results.get(timeout=block) if block else self.results.get_nowait()
+            except queue.Empty:
+                return
+            block = 0.0
+            state = self.partitions.get(done.partition)
+            if state is None or state.generation != done.generation:
+                continue  # the partition moved on: its new owner delivers it again
+            state.in_flight.discard(done.offset)
+            if done.how == "abandoned":
+                # Stopping: leave it unfinished so that it is delivered again after a restart.
+                continue
+            state.finished.add(done.offset)
+            self.spent.pop((done.partition.partition, done.offset), None)
+
+    def _settle(self) -> None:
+        for state in self.partitions.values():
+            while state.next_offset is not None and state.next_offset in state.finished:
+                state.finished.discard(state.next_offset)
+                state.next_offset += 1
+
+    def _commit(self, *, sync: bool) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        now = time.monotonic()
+        if not sync and now - self._last_commit < COMMIT_EVERY:
+            return
+        offsets = {tp: OffsetAndMetadata(state.next_offset, None, -1)
+                   for tp, state in self.partitions.items()
+                   if state.next_offset is not None and state.next_offset != state.committed}
+        if not offsets:
+            return
+        self._last_commit = now
+        if sync:
+            consumer.commit(offsets)
+        else:
+            consumer.commit_async(offsets)
+        for tp, committed in offsets.items():
+            self.partitions[tp].committed = committed.offset
+
+    def _backpressure(self, consumer: KafkaConsumer) -> None:
+        for tp, state in self.partitions.items():
+            if len(state.pending) > 1000:
+                consumer.pause(tp)
+            elif len(state.pending) < 100 and tp in consumer.paused():
+                consumer.resume(tp)
+
+
+# -- the process ---------------------------------------------------------------------------
+
+class Dispatcher:
+    """Every Trigger of one broker, each with its consumer thread, sharing the workers."""
+
+    def __init__(self, triggers: Iterable[TriggerLike], *, bootstrap: list[str],
+                 namespace: str, broker: str, partitions: int = 4, max_in_flight: int = 32,
+                 session_timeout_ms: int = 1500,
+                 on_attempt: Callable[[str, int, Outcome], None] | None = None) -> None:
+        self.triggers = tuple(triggers)
+        self.bootstrap = bootstrap
+        self.topic = broker_topic(namespace, broker)
+        self.partitions = partitions
+        self.max_in_flight = max_in_flight
+        self.session_timeout_ms = session_timeout_ms
+        self.on_attempt = on_attempt
+        self.stopping = threading.Event()
+        self.consumers: list[TriggerConsumer] = []
+        self._producer: KafkaProducer | None = None
+        self._client: httpx.Client | None = None
+        self._workers: Any = None
+
+    def start(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from broker import topics
+
+        ledger_topic = f"{self.topic}-retries"
+        topics.ensure_topic(self.bootstrap, self.topic, self.partitions,
+                            client_id="eventworks-dispatcher-admin")
+        topics.ensure_topic(self.bootstrap, ledger_topic, 1,
+                            client_id="eventworks-dispatcher-admin")
+        self._producer = topics.producer(self.bootstrap, client_id="eventworks-dispatcher",
+                                         timeout_ms=5000, max_event_bytes=1024 * 1024)
+        publisher = Publisher(self._producer)
+        ledger = RetryLedger(publisher, self.bootstrap, ledger_topic)
+        self._client = httpx.Client(limits=httpx.Limits(max_connections=256,
+                                                        max_keepalive_connections=64))
+        slots = sum(self.partitions if t.ordered else self.max_in_flight
+                    for t in self.triggers)
+        self._workers = ThreadPoolExecutor(max_workers=max(1, slots),
+                                           thread_name_prefix="delivery")
+        for trigger in self.triggers:
+            courier = Courier(trigger, client=self._client, publisher=publisher, ledger=ledger,
+                              stopping=self.stopping, on_attempt=self.on_attempt)
+            consumer = TriggerConsumer(trigger, bootstrap=self.bootstrap, courier=courier,
+                                       ledger=ledger, workers=self._workers,
+                                       max_in_flight=self.max_in_flight,
+                                       session_timeout_ms=self.session_timeout_ms)
+            consumer.start()
+            self.consumers.append(consumer)
+
+    def ready(self) -> tuple[bool, str]:
+        failed = [c.trigger.name for c in self.consumers if c.error is not None]
+        if failed:
+            return False, f"trigger consumers failed: {', '.join(failed)}"
+        waiting = [c.trigger.name for c in self.consumers if not c.joined.is_set()]
+        if waiting:
+            return False, f"joining: {', '.join(waiting)}"
+        return True, f"{len(self.consumers)} triggers"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stopping.set()
+        deadline = time.monotonic() + timeout
+        for consumer in self.consumers:
+            consumer.join(max(0.1, deadline - time.monotonic()))
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+        if self._client is not None:
+            self._client.close()
+        if self._producer is not None:
+            self._producer.close(timeout=2)
