@@ -1,5 +1,6 @@
-"""`python -m broker`: serve the broker ingress (and the GitHub webhook at `/github`)
-with hypercorn until SIGTERM/SIGINT."""
+"""`python -m broker ingress`: serve the broker ingress (and the GitHub webhook at
+`/github`) with hypercorn; `python -m broker dispatcher`: deliver the broker topic to
+the Triggers of knative/. Both run until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ async def _serve(ingress: Ingress, listen_address: str) -> None:
     log.info("broker ingress shutting down")
 
 
-def main() -> int:
+def ingress_main() -> int:
     try:
         settings = IngressSettings.from_env(os.environ)
     except SettingsError as exc:
@@ -68,5 +69,39 @@ def main() -> int:
     return 0
 
 
+def dispatcher_main() -> int:
+    from broker.dispatcher_process import main as run_dispatcher
+
+    return run_dispatcher(os.environ)
+
+
+def match_main(args: list[str]) -> int:
+    from broker.match import main as match
+
+    return match(args)
+
+
+def events_main(args: list[str]) -> int:
+    from broker.tail import main as tail
+
+    return tail(args)
+
+
+COMMANDS = {
+    "ingress": lambda args: ingress_main(),
+    "dispatcher": lambda args: dispatcher_main(),
+    "match": match_main,
+    "events": events_main,
+}
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "ingress"
+    if command not in COMMANDS:
+        print(f"usage: python -m broker [{'|'.join(COMMANDS)}] [args]", file=sys.stderr)
+        return 2
+    return int(COMMANDS[command](argv[1:]))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -44,6 +44,7 @@ log = logging.getLogger("broker.dispatcher")
 COMMIT_EVERY = 0.02            # seconds: commits are batched, never delayed longer
 PUBLISH_TIMEOUT = 5.0          # seconds to wait for Kafka to acknowledge a reply
 DEAD_LETTER_MAX_BACKOFF = 30.0  # a dead-letter sink that fails is retried forever, slowly
+DEFAULT_TIMEOUT = 30.0         # seconds per attempt when the delivery spec sets none
 
 
 class Match(Protocol):
@@ -208,6 +209,7 @@ class Courier:
         if trigger.subscriber.uri is None:
             raise ValueError(f"trigger {trigger.name}: the subscriber has no URL")
         self.url = trigger.subscriber.uri
+        self.timeout = trigger.delivery.timeout or DEFAULT_TIMEOUT
 
     def deliver(self, event: Event, partition: int, offset: int, spent: int) -> tuple[str, int]:
         spec = self.trigger.delivery
@@ -230,7 +232,7 @@ class Courier:
                 return "abandoned", attempts
 
     def _attempt(self, event: Event) -> Outcome:
-        outcome = delivery.send(self.client, self.url, event, self.trigger.delivery.timeout)
+        outcome = delivery.send(self.client, self.url, event, self.timeout)
         if outcome.ok and outcome.reply is not None:
             try:
                 self.publisher.event(self.reply_topic, reply_event(outcome))
@@ -269,7 +271,7 @@ class Courier:
                                                          "error": repr(exc)})
             return False
         assert sink.uri is not None
-        return delivery.send(self.client, sink.uri, event, self.trigger.delivery.timeout).ok
+        return delivery.send(self.client, sink.uri, event, self.timeout).ok
 
 
 # -- one Trigger's consumer (its own thread) ---------------------------------------------

@@ -190,13 +190,13 @@ def etcd(layout: Layout, client_port: int, peer_port: int) -> Component:
 # -- our own processes -------------------------------------------------------------------
 def _python(layout: Layout, module: str, port: int, name: str, env: Mapping[str, str],
             *, pythonpath: list[Path] | None = None, cwd: Path | None = None,
-            shows: str | None = None) -> Component:
+            shows: str | None = None, args: tuple[str, ...] = ()) -> Component:
     paths = [*(pythonpath or []), layout.root]
     full_env = {**_base_env(), **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
                 "PYTHONPATH": os.pathsep.join(str(p) for p in paths),
                 "PYTHONUNBUFFERED": "1"}
     return Component(
-        name=name, command=[sys.executable, "-m", module],
+        name=name, command=[sys.executable, "-m", module, *args],
         ready=_http_ok(f"http://127.0.0.1:{port}/health/readiness"),
         shows=shows or f"http://127.0.0.1:{port}", env=full_env, cwd=cwd or layout.root,
         ports=(port,),
@@ -223,7 +223,19 @@ def broker(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
         "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
         "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
         "GITHUB_WEBHOOK_SECRET": env["GITHUB_WEBHOOK_SECRET"],
-    }, shows=f"http://127.0.0.1:{port}/{BROKER_NAMESPACE}/{BROKER_NAME}")
+    }, shows=f"http://127.0.0.1:{port}/{BROKER_NAMESPACE}/{BROKER_NAME}", args=("ingress",))
+
+
+def dispatcher(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
+    """Delivers the broker topic to the Triggers of knative/base, whose subscribers are
+    the local functions (FUNCTION_<NAME>_URL)."""
+    functions_urls = {k: v for k, v in env.items() if k.startswith("FUNCTION_")}
+    return _python(layout, "broker", port, "dispatcher", {
+        "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
+        "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
+        "KNATIVE_BASE": str(layout.root / "knative" / "base"), **functions_urls,
+    }, shows=f"{len(functions_urls)} functions, triggers of knative/base",
+        args=("dispatcher",))
 
 
 def function_database_url(database_url: str, schema: str, *, embedded: bool) -> str:

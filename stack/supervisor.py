@@ -165,6 +165,7 @@ class Stack:
                 env[f"DATABASE_URL_{schema.upper()}"] = services.function_database_url(
                     env["DATABASE_URL"], schema, embedded=embedded_db)
         self.launch(functions)
+        self.launch([services.dispatcher(layout, self.port("dispatcher"), env)])
         layout.remember_ports(self.ports)
 
     def write_env(self) -> None:
