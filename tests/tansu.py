@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ class Stored:
 
 def stored(bootstrap: str, event_id: str, topic: str = TOPIC) -> list[Stored]:
     """Every record of the broker topic whose ce_id is `event_id` (reads to the end)."""
+    return records(bootstrap, topic, lambda r: r.headers.get("ce_id") == event_id.encode())
+
+
+def records(bootstrap: str, topic: str, where: Callable[[Stored], bool]) -> list[Stored]:
+    """Every record of `topic` for which `where` holds (reads to the end)."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
                              fetch_max_wait_ms=5, auto_offset_reset="earliest",
                              request_timeout_ms=5000)
@@ -148,11 +154,12 @@ def stored(bootstrap: str, event_id: str, topic: str = TOPIC) -> list[Stored]:
         deadline = time.monotonic() + 5
         while any(consumer.position(tp) < end[tp] for tp in partitions):
             assert time.monotonic() < deadline, "the topic was not read to its end in 5 s"
-            for tp, records in consumer.poll(timeout_ms=100).items():
-                for record in records:
-                    headers = dict(record.headers)
-                    if headers.get("ce_id") == event_id.encode():
-                        found.append(Stored(record.key, record.value, headers, tp.partition))
+            for tp, batch in consumer.poll(timeout_ms=100).items():
+                for record in batch:
+                    candidate = Stored(record.key, record.value, dict(record.headers),
+                                       tp.partition)
+                    if where(candidate):
+                        found.append(candidate)
         return found
     finally:
         consumer.close()
