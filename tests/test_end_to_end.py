@@ -54,3 +54,24 @@ def test_given_badly_signed_webhook_when_posted_then_401_and_nothing_reaches_the
     assert response.status_code == 401
     assert records(stack_env["KAFKA_BOOTSTRAP_SERVERS"], TOPIC,
                    lambda r: r.headers.get("ce_id") == delivery.encode()) == []
+
+
+def test_given_event_posted_to_the_broker_when_tailed_then_it_is_a_json_line(stack_env):
+    import io
+
+    from broker.tail import main as tail
+    from tests.factory import cloudevent
+
+    event = cloudevent("dev.tests.tailed", {"hello": "tail"}, partitionkey="k1")
+    assert httpx.post(stack_env["BROKER_URL"], content=event.body,
+                      headers=dict(event.headers)).status_code == 202
+    out = io.StringIO()
+    count = len(records(stack_env["KAFKA_BOOTSTRAP_SERVERS"], TOPIC, lambda r: True))
+
+    assert tail(["--from-start"], stack_env, out, limit=count) == 0
+
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    (ours,) = [line for line in lines if line["id"] == event.id]
+    assert ours["type"] == "dev.tests.tailed"
+    assert ours["data"] == {"hello": "tail"}
+    assert ours["kafka"]["key"] == "k1"
