@@ -1,6 +1,7 @@
 """`python -m broker ingress`: serve the broker ingress (and the GitHub webhook at
 `/github`) with hypercorn; `python -m broker dispatcher`: deliver the broker topic to
-the Triggers of knative/. Both run until SIGTERM/SIGINT."""
+the Triggers of knative/; `python -m broker sources`: run the PingSources and
+KafkaSources of knative/. Each runs until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -75,6 +76,12 @@ def dispatcher_main() -> int:
     return run_dispatcher(os.environ)
 
 
+def sources_main() -> int:
+    from broker.sources import main as run_sources
+
+    return run_sources(os.environ)
+
+
 def match_main(args: list[str]) -> int:
     from broker.match import main as match
 
@@ -90,6 +97,7 @@ def events_main(args: list[str]) -> int:
 COMMANDS = {
     "ingress": lambda args: ingress_main(),
     "dispatcher": lambda args: dispatcher_main(),
+    "sources": lambda args: sources_main(),
     "match": match_main,
     "events": events_main,
 }

@@ -2,7 +2,8 @@
 
 Stores first (PostgreSQL, the Kafka-protocol broker tansu, etcd; each skipped when
 its URL is already set), then the GitHub API stand-in, the signing page and the
-local broker, then every function served by func-python as `kn func` serves it.
+local broker, then every function served by func-python as `kn func` serves it,
+then the dispatcher and the sources (PingSource, KafkaSource) of knative/base.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import signal
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psycopg
 
+from broker.manifests import Destination, ManifestError, SinkBinding
 from stack.layout import Layout
 from stack.processes import port_open
 
@@ -238,6 +240,49 @@ def dispatcher(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
         args=("dispatcher",))
 
 
+def sources(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
+    """The PingSources and KafkaSources of knative/base, whose sinks are the local broker
+    or the local functions (FUNCTION_<NAME>_URL)."""
+    functions_urls = {k: v for k, v in env.items() if k.startswith("FUNCTION_")}
+    return _python(layout, "broker", port, "sources", {
+        "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
+        "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
+        "KNATIVE_BASE": str(layout.root / "knative" / "base"), **functions_urls,
+    }, shows="ping and kafka sources of knative/base", args=("sources",))
+
+
+# K_SINK by what a SinkBinding's sink is (the set field of broker.manifests.Destination).
+_SINK_URLS: Mapping[str, Callable[[Destination, str], str | None]] = {
+    "broker": lambda sink, broker_url: broker_url,  # the stack runs one broker
+    "uri": lambda sink, broker_url: sink.uri,       # a uri, or a Service ref resolved
+}
+
+
+def sink_urls(bindings: Iterable[SinkBinding], functions: Iterable[str],
+              broker_url: str) -> dict[str, str]:
+    """Function name -> K_SINK, for each function a SinkBinding binds, as in a cluster:
+    a function no SinkBinding names gets no K_SINK at all.
+
+    The subject is the Knative Service of the function's name (every function is one);
+    a subject the stack does not run (a Deployment, a Service of another app) binds
+    nothing here. A Broker sink is the local broker (`broker_url`; the stack runs one),
+    a uri or a Service ref its URL. A KafkaSink has no HTTP address locally: an error.
+    """
+    local = set(functions)
+    urls: dict[str, str] = {}
+    for binding in bindings:
+        subject, sink = binding.subject, binding.sink
+        if subject.kind != "Service" or subject.name not in local:
+            continue
+        url = next((url_of(sink, broker_url) for kind, url_of in _SINK_URLS.items()
+                    if getattr(sink, kind) is not None), None)
+        if url is None:
+            raise ManifestError(f"{binding.file}: SinkBinding {binding.name}: spec.sink: "
+                                f"{sink.describe} has no HTTP address locally")
+        urls[subject.name] = url
+    return urls
+
+
 def function_database_url(database_url: str, schema: str, *, embedded: bool) -> str:
     """The embedded database has a login role per function; an external one is reached
     with the given login, which SETs ROLE to the function's role (eventing/database.py)."""
@@ -247,15 +292,17 @@ def function_database_url(database_url: str, schema: str, *, embedded: bool) -> 
 
 
 def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
-             *, embedded_db: bool) -> Component:
+             *, embedded_db: bool, k_sink: str | None = None) -> Component:
+    """`k_sink`: what a SinkBinding binds the function to (`sink_urls`); None: no K_SINK."""
     schema = SCHEMAS.get(name)
     own: dict[str, str] = {
-        "K_SINK": env["BROKER_URL"],
         "SIGNING_PAGE_URL": env["SIGNING_PAGE_URL"],
         "GITHUB_API_URL": env["GITHUB_API_URL"],
         "ETCD_ENDPOINTS": env["ETCD_ENDPOINTS"],
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
     }
+    if k_sink is not None:
+        own["K_SINK"] = k_sink
     if schema is not None:
         own["DATABASE_URL"] = function_database_url(env["DATABASE_URL"], schema,
                                                     embedded=embedded_db)

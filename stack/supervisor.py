@@ -18,6 +18,8 @@ from types import FrameType
 
 import psutil
 
+from broker import manifests
+from broker.dispatcher_process import function_resolver
 from stack import migrate, services
 from stack.layout import Layout, read_env_file
 from stack.processes import Running, StateFile, alive, free_port, port_open, spawn, tail, terminate
@@ -155,8 +157,17 @@ class Stack:
                      services.signing_page(layout, self.port("signing-page")),
                      services.broker(layout, broker_port, env)])
 
+        # SinkBindings of knative/base decide which functions get K_SINK, and to what.
+        urls = {services.env_key(n): f"http://127.0.0.1:{self.port(n)}"
+                for n in services.functions(layout)}
+        try:
+            wiring = manifests.load(layout.root / "knative" / "base", function_resolver(urls))
+            sinks = services.sink_urls(wiring.sink_bindings, services.functions(layout),
+                                       env["BROKER_URL"])
+        except manifests.ManifestError as exc:
+            raise StartFailure("knative", f"manifests cannot be honoured: {exc}", "") from None
         functions = [services.function(layout, name, self.port(name), env,
-                                       embedded_db=embedded_db)
+                                       embedded_db=embedded_db, k_sink=sinks.get(name))
                      for name in services.functions(layout)]
         for name in services.functions(layout):
             env[services.env_key(name)] = f"http://127.0.0.1:{self.port(name)}"
@@ -166,6 +177,7 @@ class Stack:
                     env["DATABASE_URL"], schema, embedded=embedded_db)
         self.launch(functions)
         self.launch([services.dispatcher(layout, self.port("dispatcher"), env)])
+        self.launch([services.sources(layout, self.port("sources"), env)])
         layout.remember_ports(self.ports)
 
     def write_env(self) -> None:
