@@ -1,5 +1,6 @@
 """`./taskw bench -- --runs 7 --requests 2000`: parse-comment against a bare func-python
-function, cold start and sequential throughput; prints a table, writes bench/results/."""
+function (cold start, sequential throughput), and delivery through the broker against
+posting directly (latency, sustained events/s); prints tables, writes bench/results/."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
-from bench import measure, report
+from bench import brokered, measure, report
 from bench.events import Events
 from bench.processes import BenchFailure
-from bench.subjects import bare, parse_comment
+from bench.subjects import Subject, bare, parse_comment
 from stack.layout import Layout
 from stack.supervisor import running_env
 
 NO_STACK = 2
 FAILED = 1
+PARTS = ("functions", "broker")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -37,6 +40,18 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="cold starts per function (default 7)")
     parser.add_argument("--requests", type=_at_least(2), default=2000,
                         help="sequential requests per function (default 2000)")
+    parser.add_argument("--events", type=_at_least(2), default=brokered.EVENTS,
+                        help="sequential events per path for the broker's latency "
+                             f"(default {brokered.EVENTS})")
+    parser.add_argument("--burst", type=_at_least(1), default=brokered.BURST,
+                        help="events in the broker's throughput burst "
+                             f"(default {brokered.BURST})")
+    parser.add_argument("--concurrency", type=_at_least(1), default=brokered.CONCURRENCY,
+                        help="concurrent clients posting the burst "
+                             f"(default {brokered.CONCURRENCY})")
+    parser.add_argument("--only", choices=PARTS, default=None,
+                        help="run one part: the functions (cold start, sequential) or the "
+                             "broker (latency, throughput); default both")
     return parser.parse_args(argv)
 
 
@@ -48,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     layout = Layout.from_env()
     stack_env = running_env(layout)
     if stack_env is None:
-        print("No local stack is running: parse-comment needs its database.\n"
+        print("No local stack is running: the benchmark needs its database and Kafka.\n"
               "Start one with `./taskw start`, then run `./taskw bench` again.",
               file=sys.stderr)
         return NO_STACK
@@ -57,34 +72,45 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(`./taskw stop && ./taskw start`).", file=sys.stderr)
         return NO_STACK
 
+    parts = [args.only] if args.only else list(PARTS)
     subjects = [parse_comment(layout, stack_env), bare(layout, stack_env)]
     logs = report.RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    for subject in subjects:  # one log per function and run, not an ever-growing one
-        (logs / f"{subject.name}.log").unlink(missing_ok=True)
 
     events = Events()
     started = datetime.now(UTC)
     clock = time.perf_counter()
-    print(f"cold starts: {args.runs} per function, alternating…", flush=True)
+    parameters: dict[str, object] = {"only": args.only,
+                                     "event": f"github issue_comment {events.comment!r}"}
     try:
-        cold = measure.cold_starts(subjects, args.runs, events, logs,
-                                   lambda line: print(line, flush=True))
-        print(f"sequential: {args.requests} requests per function…", flush=True)
-        sequential = measure.throughput(subjects, args.requests, events, logs)
+        functions = None
+        if "functions" in parts:
+            functions = _functions(args, subjects, events, logs)
+            parameters.update({"runs": args.runs, "requests": args.requests,
+                               "warmup_requests": measure.WARMUP,
+                               "discarded_cold_starts": measure.DISCARDED,
+                               "poll_interval_ms": measure.POLL_INTERVAL * 1000,
+                               "interleave_chunk": measure.CHUNK})
+        broker = None
+        if "broker" in parts:
+            print(f"broker: a private ingress and dispatcher; {args.events} sequential events "
+                  f"per path, then bursts of {args.burst} with {args.concurrency} clients…",
+                  flush=True)
+            broker = brokered.run(layout, stack_env, subjects[1], events, logs,
+                                  count=args.events, burst=args.burst,
+                                  concurrency=args.concurrency)
+            parameters["broker"] = {
+                "events": args.events, "burst": args.burst, "concurrency": args.concurrency,
+                "warmup_events": brokered.WARMUP, "interleave_chunk": brokered.CHUNK,
+                "partitions": brokered.PARTITIONS, "namespace": brokered.NAMESPACE,
+                "target_added_latency_p50_ms": brokered.TARGET_ADDED_P50_MS,
+                "target_events_per_second": brokered.TARGET_EVENTS_PER_SECOND}
     except BenchFailure as failure:
         print(f"benchmark failed: {failure}", file=sys.stderr)
         return FAILED
 
-    result = report.Report(
-        started=started,
-        parameters={"runs": args.runs, "requests": args.requests,
-                    "warmup_requests": measure.WARMUP,
-                    "discarded_cold_starts": measure.DISCARDED,
-                    "poll_interval_ms": measure.POLL_INTERVAL * 1000,
-                    "interleave_chunk": measure.CHUNK,
-                    "event": f"github issue_comment {events.comment!r}"},
-        subject=subjects[0].name, baseline=subjects[1].name, cold=cold, sequential=sequential)
+    result = report.Report(started=started, parameters=parameters, functions=functions,
+                           broker=broker)
     print()
     print(report.table(result))
     path = report.write(result)
@@ -92,6 +118,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nwritten {shown} in {time.perf_counter() - clock:.0f} s "
           f"(function logs: {logs.relative_to(layout.root)}/)")
     return 0
+
+
+def _functions(args: argparse.Namespace, subjects: list[Subject], events: Events,
+               logs: Path) -> report.Functions:
+    for subject in subjects:  # one log per function and run, not an ever-growing one
+        (logs / f"{subject.name}.log").unlink(missing_ok=True)
+    print(f"cold starts: {args.runs} per function, alternating…", flush=True)
+    cold = measure.cold_starts(subjects, args.runs, events, logs,
+                               lambda line: print(line, flush=True))
+    print(f"sequential: {args.requests} requests per function…", flush=True)
+    sequential = measure.throughput(subjects, args.requests, events, logs)
+    return report.Functions(subject=subjects[0].name, baseline=subjects[1].name, cold=cold,
+                            sequential=sequential)
 
 
 if __name__ == "__main__":

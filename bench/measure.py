@@ -77,7 +77,7 @@ def percentile(samples: Sequence[float], pct: int) -> float:
     return statistics.quantiles(samples, n=100, method="inclusive")[pct - 1]
 
 
-def _first_answer(served: Served, events: Events) -> float:
+def first_answer(served: Served, events: Events) -> float:
     """Post the event every POLL_INTERVAL until a 2xx; ms since the spawn."""
     deadline = served.spawned + COLD_START_TIMEOUT
     with httpx.Client(timeout=REQUEST_TIMEOUT) as client:
@@ -116,7 +116,7 @@ def cold_starts(subjects: Sequence[Subject], runs: int, events: Events, logs: Pa
         for subject in subjects:
             served = _serve(subject, logs)
             try:
-                took = _first_answer(served, events)
+                took = first_answer(served, events)
             finally:
                 stopped = stop(served)
             if run >= discarded:
@@ -146,7 +146,7 @@ def throughput(subjects: Sequence[Subject], requests: int, events: Events, logs:
     latencies: dict[str, list[float]] = {s.name: [] for s in subjects}
     try:
         for served, client in zip(servers, clients, strict=True):
-            _first_answer(served, events)
+            first_answer(served, events)
             for _ in range(warmup):
                 _post(client, served, events.body, events.headers())
         done = 0

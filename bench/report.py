@@ -1,4 +1,4 @@
-"""What a run found: the printed table and the JSON document under bench/results/."""
+"""What a run found: the printed tables and the JSON document under bench/results/."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,15 +14,17 @@ from typing import Any
 
 import psutil
 
+from bench import brokered
+from bench.brokered import BrokerResult
 from bench.measure import ColdStarts, Throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
-class Report:
-    started: datetime  # UTC
-    parameters: dict[str, Any]
+class Functions:
+    """parse-comment beside the bare function: cold starts and sequential requests."""
+
     subject: str  # the function measured
     baseline: str  # what it is compared with
     cold: dict[str, ColdStarts]
@@ -56,28 +58,87 @@ def machine() -> dict[str, Any]:
     }
 
 
-def table(report: Report) -> str:
-    header = ("", report.subject, report.baseline, "ratio")
-    rows = [header] + [
-        (label, f"{figure(report.subject):.1f}", f"{figure(report.baseline):.1f}",
-         f"{report.ratio(figure):.2f}x")
-        for label, figure in report.rows
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+@dataclass(frozen=True)
+class Report:
+    started: datetime  # UTC
+    parameters: dict[str, Any]
+    functions: Functions | None  # None with --only broker
+    broker: BrokerResult | None  # None with --only functions
+
+
+def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """The first column left-aligned, the others right-aligned; a rule under the header."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join([r[0].ljust(widths[0]),
                         *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
              for r in rows]
     lines.insert(1, "-" * len(lines[0]))
-    lines.append(f"ratio = {report.subject} / {report.baseline}: above 1 for times means "
+    return lines
+
+
+def functions_table(functions: Functions) -> str:
+    header = ("", functions.subject, functions.baseline, "ratio")
+    lines = _grid([header] + [
+        (label, f"{figure(functions.subject):.1f}", f"{figure(functions.baseline):.1f}",
+         f"{functions.ratio(figure):.2f}x")
+        for label, figure in functions.rows
+    ])
+    lines.append(f"ratio = {functions.subject} / {functions.baseline}: above 1 for times means "
                  "slower, below 1 for requests/s means slower")
     return "\n".join(lines)
+
+
+def _verdict(met: bool) -> str:
+    return "PASS" if met else "MISS"
+
+
+def broker_table(result: BrokerResult) -> str:
+    via, direct, bare = brokered.VIA_BROKER, brokered.DIRECT, brokered.DIRECT_BARE
+    lat, burst = result.latency, result.throughput
+    header = ("", via, direct, bare, "added", "target", "result")
+    rows: list[tuple[str, ...]] = [
+        header,
+        ("latency p50 (ms)", f"{lat[via].p50:.2f}", f"{lat[direct].p50:.2f}",
+         f"{lat[bare].p50:.2f}", f"{result.added_p50:+.2f}",
+         f"added <= {brokered.TARGET_ADDED_P50_MS:g} ms", _verdict(result.latency_met)),
+        ("latency p99 (ms)", f"{lat[via].p99:.2f}", f"{lat[direct].p99:.2f}",
+         f"{lat[bare].p99:.2f}", f"{result.added_p99:+.2f}", "", ""),
+        ("  of which POST -> 202, p50 (ms)", f"{result.ingress_ms.p50:.2f}", "", "", "", "", ""),
+        ("throughput (events/s)", f"{burst[via].per_second:.0f}",
+         f"{burst[direct].per_second:.0f}", f"{burst[bare].per_second:.0f}", "",
+         f">= {brokered.TARGET_EVENTS_PER_SECOND:g}/s", _verdict(result.throughput_met)),
+        ("  202s from the ingress (events/s)", f"{burst[via].accepted_per_second:.0f}",
+         "", "", "", "", ""),
+    ]
+    lines = _grid(rows)
+    lines.append("latency: via broker = POST to the ingress -> arrival at the subscriber; "
+                 "direct = POST -> response; added = via broker - direct to subscriber")
+    lines.append("throughput: first POST -> last arrival (bare: last response)")
+    if result.duplicates:
+        lines.append(f"the subscriber saw {result.duplicates} redelivered events")
+    spent = burst[via].cpu_seconds
+    shares = sorted(spent.items(), key=lambda kv: -kv[1])
+    lines.append(f"CPU during the burst via the broker ({burst[via].seconds:.2f} s wall), "
+                 "ms per event: " + ", ".join(
+                     f"{name} {seconds * 1000 / burst[via].events:.3f}"
+                     for name, seconds in shares))
+    return "\n".join(lines)
+
+
+def table(report: Report) -> str:
+    parts = []
+    if report.functions is not None:
+        parts.append(functions_table(report.functions))
+    if report.broker is not None:
+        parts.append(broker_table(report.broker))
+    return "\n\n".join(parts)
 
 
 def _ms(values: list[float]) -> list[float]:
     return [round(v, 3) for v in values]
 
 
-def document(report: Report) -> dict[str, Any]:
+def _functions_document(report: Functions) -> dict[str, Any]:
     functions: dict[str, Any] = {}
     for name in (report.subject, report.baseline):
         cold, seq = report.cold[name], report.sequential[name]
@@ -96,9 +157,6 @@ def document(report: Report) -> dict[str, Any]:
             },
         }
     return {
-        "timestamp": report.started.isoformat(),
-        "machine": machine(),
-        "parameters": report.parameters,
         "subject": report.subject,
         "baseline": report.baseline,
         "functions": functions,
@@ -108,6 +166,41 @@ def document(report: Report) -> dict[str, Any]:
             "latency_p50": report.ratio(lambda n: report.sequential[n].p50),
         },
     }
+
+
+def _broker_document(result: BrokerResult) -> dict[str, Any]:
+    via, direct, bare = brokered.VIA_BROKER, brokered.DIRECT, brokered.DIRECT_BARE
+    keys = {via: "via_broker", direct: "direct_subscriber", bare: "direct_bare"}
+    return {
+        "latency_ms": {
+            **{keys[k]: v.document() for k, v in result.latency.items()},
+            "ingress_ack": result.ingress_ms.document(),
+            "added_p50": result.added_p50,
+            "added_p99": result.added_p99,
+        },
+        "throughput": {keys[k]: v.document() for k, v in result.throughput.items()},
+        "duplicates": result.duplicates,
+        "targets": {
+            "added_latency_p50_ms": {"target": brokered.TARGET_ADDED_P50_MS,
+                                     "value": result.added_p50, "met": result.latency_met},
+            "events_per_second": {"target": brokered.TARGET_EVENTS_PER_SECOND,
+                                  "value": result.throughput[via].per_second,
+                                  "met": result.throughput_met},
+        },
+    }
+
+
+def document(report: Report) -> dict[str, Any]:
+    found: dict[str, Any] = {
+        "timestamp": report.started.isoformat(),
+        "machine": machine(),
+        "parameters": report.parameters,
+    }
+    if report.functions is not None:
+        found.update(_functions_document(report.functions))
+    if report.broker is not None:
+        found["broker"] = _broker_document(report.broker)
+    return found
 
 
 def write(report: Report, folder: Path = RESULTS) -> Path:

@@ -340,7 +340,8 @@ class Ingress:
             with logs.bound(event_id=event_id, event_type=request.get_type(),
                             event_source=request.get_source()):
                 metadata = await self._produce(record)
-                log.info("event accepted", extra={
+                # Per event: DEBUG, so the hot path does not format a log line by default.
+                log.debug("event accepted", extra={
                     "partition": metadata.partition, "offset": metadata.offset,
                     "ms": round((time.perf_counter() - started) * 1000, 2)})
             await wire.send_response(send, 202, {}, b"")
