@@ -11,9 +11,10 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import httpx
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from cloudevents.core.v1.event import CloudEvent
+
+from broker.connections import Connections, DeliveryError, DeliveryTimeout, Response
 
 # Knative data plane: 4xx are final except these, which may succeed later.
 RETRYABLE_4XX = frozenset({404, 408, 409, 429})
@@ -107,14 +108,14 @@ def dead_letter_extensions(destination: str, outcome: Outcome) -> dict[str, str]
     }
 
 
-def _reply_of(response: httpx.Response) -> tuple[CloudEvent | None, bool, str | None]:
-    headers = {k.lower(): v for k, v in response.headers.items()}
+def _reply_of(response: Response) -> tuple[CloudEvent | None, bool, str | None]:
+    headers = response.headers
     binary = any(k.startswith("ce-") for k in headers)
     structured = headers.get("content-type", "").startswith("application/cloudevents+json")
     if not (binary or structured):
         return None, True, None
     try:
-        event = from_http_event(HTTPMessage(headers=headers, body=response.content))
+        event = from_http_event(HTTPMessage(headers=dict(headers), body=response.body))
     except Exception as exc:  # the SDK raises several kinds for a bad event
         return None, binary, f"{type(exc).__name__}: {exc}"
     if not isinstance(event, CloudEvent):
@@ -122,18 +123,16 @@ def _reply_of(response: httpx.Response) -> tuple[CloudEvent | None, bool, str | 
     return event, binary, None
 
 
-def send(client: httpx.Client, url: str, event: Event, timeout: float | None) -> Outcome:
+def send(connections: Connections, url: str, event: Event, timeout: float) -> Outcome:
     """One attempt: POST the event to `url` and read what came back."""
     try:
-        response = client.post(url, content=event.value, headers=event.http_headers(),
-                               timeout=timeout)
-    except httpx.TimeoutException as exc:
-        return Outcome(status=None, reason=f"timed out after {timeout} s ({type(exc).__name__})")
-    except httpx.HTTPError as exc:
-        return Outcome(status=None, reason=f"{type(exc).__name__}: {exc}")
-    if response.status_code != 200:
-        return Outcome(status=response.status_code, body=response.content,
-                       headers=dict(response.headers))
+        response = connections.post(url, event.value, event.http_headers(), timeout)
+    except DeliveryTimeout as exc:
+        return Outcome(status=None, reason=str(exc))
+    except DeliveryError as exc:
+        return Outcome(status=None, reason=str(exc))
+    if response.status != 200:
+        return Outcome(status=response.status, body=response.body, headers=response.headers)
     reply, binary, invalid = _reply_of(response)
-    return Outcome(status=200, body=response.content, reply=reply, reply_body=response.content,
-                   reply_binary=binary, invalid_reply=invalid)
+    return Outcome(status=200, body=response.body, reply=reply, reply_body=response.body,
+                   reply_binary=binary, invalid_reply=invalid, headers=response.headers)

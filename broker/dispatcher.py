@@ -31,11 +31,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.structs import OffsetAndMetadata
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from broker import delivery
+from broker import delivery, topics
+from broker.connections import Connections
 from broker.delivery import Event, Outcome
 from broker.ingress import sent_time, to_record
 
@@ -109,19 +108,45 @@ def group_id(trigger: TriggerLike) -> str:
 
 # -- where events go besides subscribers: Kafka topics ----------------------------------
 
-class Publisher:
-    """Writes events to Kafka topics (replies, KafkaSink dead letters, the retry ledger)."""
+@dataclass(frozen=True)
+class Record:
+    """A consumed Kafka record, as plain values (librdkafka's Message is all optionals)."""
 
-    def __init__(self, producer: KafkaProducer) -> None:
-        self._producer = producer
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+
+    @classmethod
+    def of(cls, message: Message) -> Record:
+        partition, offset = message.partition(), message.offset()
+        if partition is None or offset is None:  # set on every record a consumer returns
+            raise ValueError("a Kafka record without partition or offset")
+        raw = message.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = tuple((name, value.encode() if isinstance(value, str) else value or b"")
+                        for name, value in pairs)
+        return cls(partition, offset, message.key(), message.value(), headers)
+
+    @property
+    def event(self) -> Event:
+        return Event(self.headers, self.value or b"", self.key)
+
+
+class Publisher:
+    """Writes events to Kafka topics (replies, KafkaSink dead letters, the retry ledger)
+    and waits for Kafka's acknowledgement: a reply is only 'published' once stored."""
+
+    def __init__(self, writer: topics.Writer) -> None:
+        self._writer = writer
 
     def event(self, topic: str, event: Event) -> None:
-        future = self._producer.send(topic, value=event.value, key=event.key,
-                                     headers=list(event.headers))
-        future.get(timeout=PUBLISH_TIMEOUT)
+        self._writer.store(topic, event.value, key=event.key, headers=event.headers,
+                           timeout=PUBLISH_TIMEOUT)
 
     def raw(self, topic: str, key: bytes, value: bytes | None) -> None:
-        self._producer.send(topic, key=key, value=value).get(timeout=PUBLISH_TIMEOUT)
+        self._writer.store(topic, value, key=key, timeout=PUBLISH_TIMEOUT)
 
 
 def reply_event(outcome: Outcome) -> Event:
@@ -155,28 +180,33 @@ class RetryLedger:
 
     def load(self, trigger: str) -> dict[tuple[int, int], int]:
         """Every (partition, offset) → attempts this trigger has spent, read to the end."""
-        consumer = KafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
-                                 fetch_max_wait_ms=5, request_timeout_ms=5000)
+        consumer = Consumer({**topics.config(self._bootstrap, "eventworks-retry-ledger"),
+                             "group.id": "eventworks-retry-ledger-reader",  # never joins
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 5})
         spent: dict[tuple[int, int], int] = {}
         try:
-            partitions = [TopicPartition(self.topic, p)
-                          for p in consumer.partitions_for_topic(self.topic) or ()]
-            if not partitions:
-                return spent
-            consumer.assign(partitions)
-            consumer.seek_to_beginning(*partitions)
-            end = consumer.end_offsets(partitions)
-            while any(consumer.position(tp) < end[tp] for tp in partitions):
-                for records in consumer.poll(timeout_ms=100).values():
-                    for rec in records:
-                        name, partition, offset = rec.key.decode().split("\x00")
-                        if name != trigger:
-                            continue
-                        where = (int(partition), int(offset))
-                        if rec.value is None:
-                            spent.pop(where, None)
-                        else:
-                            spent[where] = int(rec.value)
+            listed = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+            partitions = sorted(listed.partitions) if listed is not None else []
+            end = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p),
+                                                     timeout=5)[1] for p in partitions}
+            todo = {p for p in partitions if end[p] > 0}
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
+            deadline = time.monotonic() + 10
+            while todo and time.monotonic() < deadline:
+                for message in consumer.consume(500, 0.1):
+                    if message.error() is not None:
+                        continue
+                    record = Record.of(message)
+                    if record.offset + 1 >= end[record.partition]:
+                        todo.discard(record.partition)
+                    name, partition, offset = (record.key or b"").decode().split("\x00")
+                    if name != trigger:
+                        continue
+                    where = (int(partition), int(offset))
+                    if record.value is None:
+                        spent.pop(where, None)
+                    else:
+                        spent[where] = int(record.value)
             return spent
         finally:
             consumer.close()
@@ -186,7 +216,7 @@ class RetryLedger:
 
 @dataclass(frozen=True)
 class Finished:
-    partition: TopicPartition
+    partition: int
     offset: int
     generation: int
     how: str              # delivered | dead-lettered | dropped | abandoned
@@ -196,7 +226,7 @@ class Finished:
 class Courier:
     """Delivers one record for one Trigger: attempts, backoff, reply, dead letter."""
 
-    def __init__(self, trigger: TriggerLike, *, client: httpx.Client, publisher: Publisher,
+    def __init__(self, trigger: TriggerLike, *, client: Connections, publisher: Publisher,
                  ledger: RetryLedger, stopping: threading.Event,
                  on_attempt: Callable[[str, int, Outcome], None] | None = None) -> None:
         self.trigger = trigger
@@ -276,21 +306,31 @@ class Courier:
 
 # -- one Trigger's consumer (its own thread) ---------------------------------------------
 
+def arrivals(consumer: Consumer, *, wait: float, most: int = 500) -> list[Message]:
+    """What has arrived: wait up to `wait` for the first record, then take what else is
+    there without waiting. (librdkafka's consume(n, t) waits for all n or the whole t:
+    every delivery would wait out the timeout.)"""
+    first = consumer.poll(wait)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)]
+
+
 @dataclass
 class _Partition:
     generation: int
-    pending: collections.deque[Any] = field(default_factory=collections.deque)
+    pending: collections.deque[Record] = field(default_factory=collections.deque)
     in_flight: set[int] = field(default_factory=set)
     finished: set[int] = field(default_factory=set)
     next_offset: int | None = None   # the lowest offset not finished yet
     committed: int | None = None
 
 
-class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ignore[misc]
+class TriggerConsumer(threading.Thread):
     def __init__(self, trigger: TriggerLike, *, bootstrap: list[str], courier: Courier,
                  ledger: RetryLedger, workers: Any, max_in_flight: int,
                  session_timeout_ms: int = 1500) -> None:
-        threading.Thread.__init__(self, name=f"trigger-{trigger.name}", daemon=True)
+        super().__init__(name=f"trigger-{trigger.name}", daemon=True)
         self.trigger = trigger
         self.bootstrap = bootstrap
         self.courier = courier
@@ -302,24 +342,26 @@ class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ign
         self.joined = threading.Event()
         self.stopping = courier.stopping
         self.results: queue.SimpleQueue[Finished] = queue.SimpleQueue()
-        self.partitions: dict[TopicPartition, _Partition] = {}
+        self.partitions: dict[int, _Partition] = {}
         self.spent: dict[tuple[int, int], int] = {}
         self._generation = 0
-        self._consumer: KafkaConsumer | None = None
+        self._consumer: Consumer | None = None
         self._last_commit = 0.0
+        self._paused: set[int] = set()
         self.error: BaseException | None = None
 
-    # ConsumerRebalanceListener (called inside poll, on this thread)
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+    # rebalance callbacks: librdkafka calls them inside consume(), on this thread
+    def _revoked(self, consumer: Consumer, revoked: list[TopicPartition]) -> None:
         self._commit(sync=True)
         for tp in revoked:
-            self.partitions.pop(tp, None)
+            self.partitions.pop(tp.partition, None)
+            self._paused.discard(tp.partition)
 
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    def _assigned(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self._generation += 1
         self.spent = self.ledger.load(self.trigger.name)
         for tp in assigned:
-            self.partitions[tp] = _Partition(generation=self._generation)
+            self.partitions[tp.partition] = _Partition(generation=self._generation)
         self.joined.set()
         log.info("partitions assigned", extra={
             "trigger": self.trigger.name, "partitions": sorted(tp.partition for tp in assigned)})
@@ -327,30 +369,37 @@ class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ign
     def run(self) -> None:
         try:
             self._run()
-        except BaseException as exc:  # surfaced by Dispatcher.health
+        except BaseException as exc:  # surfaced by Dispatcher.ready
             self.error = exc
             log.exception("trigger consumer failed", extra={"trigger": self.trigger.name})
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=group_id(self.trigger),
-            client_id=group_id(self.trigger), enable_auto_commit=False,
+        consumer = Consumer({
+            **topics.config(self.bootstrap, group_id(self.trigger)),
+            "group.id": group_id(self.trigger),
+            "enable.auto.commit": False,
             # The local topic is new with every stack (tansu keeps it in memory): read it
             # from its start so that nothing published before the group joined is missed.
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=5,  # the 500 ms default would dominate every delivery
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
-            max_poll_records=500,
-        )
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 5,  # tansu holds a fetch this long even when data waits
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, self.session_timeout_ms // 3),
+        })
         self._consumer = consumer
-        consumer.subscribe([self.topic], listener=self)
+        consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked)
         try:
             while not self.stopping.is_set():
-                for tp, records in consumer.poll(timeout_ms=20).items():
-                    state = self.partitions.get(tp)
+                for message in arrivals(consumer, wait=0.02):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consume error", extra={
+                                "trigger": self.trigger.name, "error": str(error)})
+                        continue
+                    record = Record.of(message)
+                    state = self.partitions.get(record.partition)
                     if state is not None:
-                        state.pending.extend(records)
+                        state.pending.append(record)
                 self._drain()
                 self._dispatch()
                 self._settle()
@@ -362,50 +411,51 @@ class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ign
                 self._settle()
             self._commit(sync=True)
         finally:
-            consumer.close(autocommit=False)
+            consumer.close()
 
     def _in_flight(self) -> int:
         return sum(len(p.in_flight) for p in self.partitions.values())
 
     def _dispatch(self) -> None:
         if self.trigger.ordered:
-            for tp, state in self.partitions.items():
+            for partition, state in self.partitions.items():
                 while state.pending and not state.in_flight:
-                    self._take(tp, state)
+                    self._take(partition, state)
             return
         budget = self.max_in_flight - self._in_flight()
-        for tp, state in self.partitions.items():
+        for partition, state in self.partitions.items():
             while state.pending and budget > 0:
-                budget -= self._take(tp, state)
+                budget -= self._take(partition, state)
 
-    def _take(self, tp: TopicPartition, state: _Partition) -> int:
+    def _take(self, partition: int, state: _Partition) -> int:
         """Start the partition's next record: 1 when it went to a worker, 0 when filtered out."""
-        record = state.pending.popleft()
+        record: Record = state.pending.popleft()
+        offset = record.offset
         if state.next_offset is None:
-            state.next_offset = record.offset
-        event = Event(tuple(record.headers or ()), record.value or b"", record.key)
+            state.next_offset = offset
+        event = record.event
         if not self.trigger.filter.match(event.attributes).matched:
-            state.finished.add(record.offset)
+            state.finished.add(offset)
             return 0
-        state.in_flight.add(record.offset)
-        spent = self.spent.get((tp.partition, record.offset), 0)
-        self.workers.submit(self._work, tp, record.offset, state.generation, event, spent)
+        state.in_flight.add(offset)
+        spent = self.spent.get((partition, offset), 0)
+        self.workers.submit(self._work, partition, offset, state.generation, event, spent)
         return 1
 
-    def _work(self, tp: TopicPartition, offset: int, generation: int, event: Event,
+    def _work(self, partition: int, offset: int, generation: int, event: Event,
               spent: int) -> None:
         try:
-            how, attempts = self.courier.deliver(event, tp.partition, offset, spent)
+            how, attempts = self.courier.deliver(event, partition, offset, spent)
         except Exception:
             log.exception("delivery crashed", extra={"trigger": self.trigger.name,
                                                      "event_id": event.id})
             how, attempts = "abandoned", spent
         if how != "abandoned" and attempts > 1:
             try:
-                self.ledger.forget(self.trigger.name, tp.partition, offset)
+                self.ledger.forget(self.trigger.name, partition, offset)
             except Exception as exc:
                 log.warning("retry ledger not cleared", extra={"error": repr(exc)})
-        self.results.put(Finished(tp, offset, generation, how, attempts))
+        self.results.put(Finished(partition, offset, generation, how, attempts))
 
     def _drain(self, block: float = 0.0) -> None:
         while True:
@@ -422,7 +472,7 @@ class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ign
                 # Stopping: leave it unfinished so that it is delivered again after a restart.
                 continue
             state.finished.add(done.offset)
-            self.spent.pop((done.partition.partition, done.offset), None)
+            self.spent.pop((done.partition, done.offset), None)
 
     def _settle(self) -> None:
         for state in self.partitions.values():
@@ -437,25 +487,27 @@ class TriggerConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ign
         now = time.monotonic()
         if not sync and now - self._last_commit < COMMIT_EVERY:
             return
-        offsets = {tp: OffsetAndMetadata(state.next_offset, None, -1)
-                   for tp, state in self.partitions.items()
-                   if state.next_offset is not None and state.next_offset != state.committed}
+        offsets = [TopicPartition(self.topic, partition, state.next_offset)
+                   for partition, state in self.partitions.items()
+                   if state.next_offset is not None and state.next_offset != state.committed]
         if not offsets:
             return
         self._last_commit = now
         if sync:
-            consumer.commit(offsets)
+            consumer.commit(offsets=offsets, asynchronous=False)
         else:
-            consumer.commit_async(offsets)
-        for tp, committed in offsets.items():
-            self.partitions[tp].committed = committed.offset
+            consumer.commit(offsets=offsets, asynchronous=True)
+        for tp in offsets:
+            self.partitions[tp.partition].committed = tp.offset
 
-    def _backpressure(self, consumer: KafkaConsumer) -> None:
-        for tp, state in self.partitions.items():
-            if len(state.pending) > 1000:
-                consumer.pause(tp)
-            elif len(state.pending) < 100 and tp in consumer.paused():
-                consumer.resume(tp)
+    def _backpressure(self, consumer: Consumer) -> None:
+        for partition, state in self.partitions.items():
+            if len(state.pending) > 1000 and partition not in self._paused:
+                consumer.pause([TopicPartition(self.topic, partition)])
+                self._paused.add(partition)
+            elif len(state.pending) < 100 and partition in self._paused:
+                consumer.resume([TopicPartition(self.topic, partition)])
+                self._paused.discard(partition)
 
 
 # -- the process ---------------------------------------------------------------------------
@@ -476,26 +528,23 @@ class Dispatcher:
         self.on_attempt = on_attempt
         self.stopping = threading.Event()
         self.consumers: list[TriggerConsumer] = []
-        self._producer: KafkaProducer | None = None
-        self._client: httpx.Client | None = None
+        self._writer: topics.Writer | None = None
+        self._client: Connections | None = None
         self._workers: Any = None
 
     def start(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
-
-        from broker import topics
 
         ledger_topic = f"{self.topic}-retries"
         topics.ensure_topic(self.bootstrap, self.topic, self.partitions,
                             client_id="eventworks-dispatcher-admin")
         topics.ensure_topic(self.bootstrap, ledger_topic, 1,
                             client_id="eventworks-dispatcher-admin")
-        self._producer = topics.producer(self.bootstrap, client_id="eventworks-dispatcher",
-                                         timeout_ms=5000, max_event_bytes=1024 * 1024)
-        publisher = Publisher(self._producer)
+        self._writer = topics.Writer(self.bootstrap, client_id="eventworks-dispatcher",
+                                     timeout_ms=5000, max_event_bytes=1024 * 1024)
+        publisher = Publisher(self._writer)
         ledger = RetryLedger(publisher, self.bootstrap, ledger_topic)
-        self._client = httpx.Client(limits=httpx.Limits(max_connections=256,
-                                                        max_keepalive_connections=64))
+        self._client = Connections()
         slots = sum(self.partitions if t.ordered else self.max_in_flight
                     for t in self.triggers)
         self._workers = ThreadPoolExecutor(max_workers=max(1, slots),
@@ -528,5 +577,5 @@ class Dispatcher:
             self._workers.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
-        if self._producer is not None:
-            self._producer.close(timeout=2)
+        if self._writer is not None:
+            self._writer.close(2)

@@ -28,27 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import re
 import time
 from collections.abc import Mapping, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.exceptions import CloudEventValidationError
 from cloudevents.core.v1.event import CloudEvent
-from kafka import KafkaProducer
-from kafka.errors import (
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-)
+from confluent_kafka import KafkaException
 from pydantic import Field, SecretStr, field_validator
 
 from broker import topics, webhook
@@ -211,11 +203,8 @@ class Ingress:
 
     def __init__(self, settings: IngressSettings) -> None:
         self.settings = settings
-        self._producer: KafkaProducer | None = None
+        self._writer: topics.Writer | None = None
         self._closing = False
-        # KafkaProducer.send can block (metadata, a full buffer) up to max_block_ms:
-        # it runs here, never on the event loop.
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="broker-produce")
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -223,53 +212,40 @@ class Ingress:
         deadline = time.monotonic() + self.settings.startup_timeout_s
         while True:
             try:
-                self._ensure_topic()
-                self._producer = self._new_producer()
-                self._producer.partitions_for(self.settings.topic)  # warm the metadata
+                topics.ensure_topic(self.settings.bootstrap_servers, self.settings.topic,
+                                    self.settings.partitions,
+                                    client_id=f"eventworks-broker-{self.settings.name}-admin")
                 break
-            except KafkaError as exc:
+            except (KafkaException, TimeoutError) as exc:
                 if time.monotonic() >= deadline:
                     raise StartupError(
                         f"Kafka at {self.settings.kafka_bootstrap_servers} was not usable within "
                         f"{self.settings.startup_timeout_s:g} s: {exc}") from exc
                 log.warning("kafka not usable yet, retrying", extra={"error": str(exc)})
                 time.sleep(0.5)
+        self._writer = topics.Writer(self.settings.bootstrap_servers,
+                                     client_id=f"eventworks-broker-{self.settings.name}",
+                                     timeout_ms=self.settings.produce_timeout_ms,
+                                     max_event_bytes=self.settings.max_event_bytes)
         log.info("broker ingress started", extra={
             "topic": self.settings.topic, "path": self.settings.path,
             "kafka": self.settings.kafka_bootstrap_servers})
 
-    def _ensure_topic(self) -> None:
-        topics.ensure_topic(self.settings.bootstrap_servers, self.settings.topic,
-                            self.settings.partitions,
-                            client_id=f"eventworks-broker-{self.settings.name}-admin")
-
-    def _new_producer(self) -> KafkaProducer:
-        return topics.producer(self.settings.bootstrap_servers,
-                               client_id=f"eventworks-broker-{self.settings.name}",
-                               timeout_ms=self.settings.produce_timeout_ms,
-                               max_event_bytes=self.settings.max_event_bytes)
-
     def close(self, timeout: float = 5.0) -> None:
-        """Flush what was accepted and close the producer (blocking; idempotent)."""
+        """Deliver what was accepted and close the writer (blocking; idempotent)."""
         self._closing = True
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            try:
-                producer.flush(timeout=timeout)
-            except KafkaError as exc:
-                log.warning("flush failed", extra={"error": str(exc)})
-            producer.close(timeout=timeout)
-        self._pool.shutdown(wait=False)
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close(timeout)
         log.info("broker ingress stopped")
 
     async def ready(self) -> tuple[bool, str]:
         """Ready when started and a bootstrap server accepts a connection.
 
-        kafka-python 3's `bootstrap_connected()` is True only *while* a bootstrap is
-        in flight (False once it is done), so it cannot report readiness; a TCP
-        connect to the bootstrap servers can.
+        A TCP connect to a bootstrap server is the cheap check; a produce would
+        write to the topic.
         """
-        if self._producer is None or self._closing:
+        if self._writer is None or self._closing:
             return False, "not connected to Kafka"
         for server in self.settings.bootstrap_servers:
             host, port = split_address(server)
@@ -406,48 +382,23 @@ class Ingress:
         await wire.send_response(send, status, headers,
                                  wire.problem(status, error, event_id=event_id))
 
-    async def _produce(self, record: Record) -> Any:
-        """Produce `record`; return its RecordMetadata once Kafka acknowledged it."""
-        producer = self._producer
-        if producer is None or self._closing:
+    async def _produce(self, record: Record) -> topics.Stored:
+        """Produce `record`; return where it is once Kafka acknowledged it (acks=all)."""
+        writer = self._writer
+        if writer is None or self._closing:
             raise Unavailable("the broker is not connected to Kafka")
-        loop = asyncio.get_running_loop()
+        acked = writer.send(self.settings.topic, record.value, key=record.key,
+                            headers=record.headers)
         try:
-            future = await loop.run_in_executor(self._pool, partial(
-                producer.send, self.settings.topic, value=record.value, key=record.key,
-                headers=record.headers))
-        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
-            raise PayloadTooLarge(f"the event is too large for Kafka: {exc}") from exc
-        except KafkaError as exc:
-            log.warning("produce failed", extra={"error": repr(exc)})
-            raise Unavailable("Kafka did not take the event; try again later") from exc
-
-        acked: asyncio.Future[Any] = loop.create_future()
-
-        def settle(result: Any, error: BaseException | None) -> None:
-            if acked.done():
-                return
-            if error is None:
-                acked.set_result(result)
-            else:
-                acked.set_exception(error)
-
-        def from_kafka_thread(result: Any, error: BaseException | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed (shutdown)
-                loop.call_soon_threadsafe(settle, result, error)
-
-        future.add_callback(lambda metadata: from_kafka_thread(metadata, None))
-        future.add_errback(lambda exc: from_kafka_thread(None, exc))
-        try:
-            return await asyncio.wait_for(
-                acked, timeout=self.settings.produce_timeout_ms / 1000 + 2.0)
+            return await asyncio.wait_for(asyncio.wrap_future(acked),
+                                          timeout=self.settings.produce_timeout_ms / 1000 + 2.0)
         except TimeoutError as exc:
             log.warning("produce timed out")
             raise Unavailable("Kafka did not acknowledge the event in time") from exc
-        except (MessageSizeTooLargeError, RecordListTooLargeError) as exc:
+        except topics.TooLarge as exc:
             raise PayloadTooLarge(f"the event is too large for Kafka: {exc}") from exc
-        except KafkaError as exc:
-            log.warning("produce failed", extra={"error": repr(exc)})
+        except topics.NotStored as exc:
+            log.warning("produce failed", extra={"error": str(exc)})
             raise Unavailable("Kafka did not acknowledge the event; try again later") from exc
 
 

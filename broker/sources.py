@@ -85,15 +85,13 @@ from zoneinfo import ZoneInfo
 import httpx
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary, from_structured
 from cloudevents.core.formats.json import JSONFormat
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from cronsim import CronSim, CronSimError
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
 from pydantic import Field
 
 from broker import health, topics
 from broker.delivery import Event, Outcome
-from broker.dispatcher import DEFAULT_TIMEOUT, Publisher
+from broker.dispatcher import DEFAULT_TIMEOUT, Publisher, arrivals
 from broker.dispatcher_process import function_resolver
 from broker.ingress import FIRST, JSON_MEDIA_TYPE, sent_time, to_record
 from broker.manifests import Destination, KafkaSource, ManifestError, PingSource, Wiring, load
@@ -421,12 +419,38 @@ class Courier:
         return ABANDONED
 
 
-class KafkaSourceConsumer(threading.Thread, ConsumerRebalanceListener):  # type: ignore[misc]
+@dataclass(frozen=True)
+class ConsumedRecord:
+    """A consumed record as plain values (librdkafka's Message is all optionals)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, message: Message) -> ConsumedRecord:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            raise ValueError("a Kafka record without topic, partition or offset")
+        kind, stamp = message.timestamp()
+        raw = message.headers() or []
+        pairs = raw.items() if isinstance(raw, dict) else raw
+        headers = [(name, value.encode() if isinstance(value, str) else value or b"")
+                   for name, value in pairs]
+        return cls(topic, partition, offset, stamp if kind != 0 else None,  # 0: no timestamp
+                   message.key(), message.value(), headers)
+
+
+class KafkaSourceConsumer(threading.Thread):
     """One KafkaSource: its consumer group, its records delivered in order, one at a time."""
 
     def __init__(self, source: KafkaSource, *, bootstrap: Sequence[str], sink: Target,
                  courier: Courier, session_timeout_ms: int) -> None:
-        threading.Thread.__init__(self, name=f"kafka-source-{source.name}", daemon=True)
+        super().__init__(name=f"kafka-source-{source.name}", daemon=True)
         self.source = source
         self.bootstrap = list(bootstrap)
         self.sink = sink
@@ -437,12 +461,9 @@ class KafkaSourceConsumer(threading.Thread, ConsumerRebalanceListener):  # type:
         self.joined = threading.Event()
         self.error: BaseException | None = None
 
-    # ConsumerRebalanceListener (called inside poll, on this thread). Offsets are committed
-    # as records finish, so a revocation has nothing left to commit.
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        pass
-
-    def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+    # librdkafka calls this inside consume(), on this thread. Offsets are committed as
+    # records finish, so a revocation has nothing left to commit.
+    def _assigned(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
         self.joined.set()
         log.info("partitions assigned", extra={
             "source": self.source.name,
@@ -456,39 +477,45 @@ class KafkaSourceConsumer(threading.Thread, ConsumerRebalanceListener):  # type:
             log.exception("kafka source failed", extra={"source": self.source.name})
 
     def _run(self) -> None:
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=self.source.consumer_group,
-            client_id=f"kafka-source-{self.source.namespace}-{self.source.name}",
-            enable_auto_commit=False, auto_offset_reset=self.source.initial_offset,
-            fetch_max_wait_ms=5,  # the 500 ms default would dominate every delivery
-            session_timeout_ms=self.session_timeout_ms,
-            heartbeat_interval_ms=max(100, self.session_timeout_ms // 3),
-            max_poll_records=100,
-        )
-        consumer.subscribe(list(self.source.topics), listener=self)
+        consumer = Consumer({
+            **topics.config(self.bootstrap,
+                            f"kafka-source-{self.source.namespace}-{self.source.name}"),
+            "group.id": self.source.consumer_group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": self.source.initial_offset,
+            "fetch.wait.max.ms": 5,  # tansu holds a fetch this long even when data waits
+            "session.timeout.ms": self.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, self.session_timeout_ms // 3),
+        })
+        consumer.subscribe(list(self.source.topics), on_assign=self._assigned)
         try:
             while not self.stopping.is_set():
-                for tp, records in consumer.poll(timeout_ms=50).items():
-                    if not self._deliver_batch(consumer, tp, records):
-                        break  # stopping
+                for message in arrivals(consumer, wait=0.05, most=100):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("consume error", extra={
+                                "source": self.source.name, "error": str(error)})
+                        continue
+                    if not self._deliver(consumer, ConsumedRecord.of(message)):
+                        return  # stopping
         finally:
-            consumer.close(autocommit=False)
+            consumer.close()
 
-    def _deliver_batch(self, consumer: KafkaConsumer, tp: TopicPartition,
-                       records: Sequence[RecordLike]) -> bool:
-        """Deliver and commit one partition's records in order; False when stopping."""
-        for record in records:
-            event = record_event(self.source, record)
-            if self.courier.deliver(self.sink, event, self.origin) == ABANDONED:
-                return False  # not committed: delivered again after a restart
-            try:
-                consumer.commit({tp: OffsetAndMetadata(record.offset + 1, None, -1)})
-            except KafkaError as exc:
-                # Going on loses nothing: commits are cumulative, so the next record's
-                # covers this one; and if the partition moved to another member, that one
-                # starts at the last committed offset and delivers it again.
-                log.warning("offset not committed", extra={
-                    "source": self.source.name, "event_id": event.id, "error": repr(exc)})
+    def _deliver(self, consumer: Consumer, record: ConsumedRecord) -> bool:
+        """Deliver and commit one record; False when stopping."""
+        event = record_event(self.source, record)
+        if self.courier.deliver(self.sink, event, self.origin) == ABANDONED:
+            return False  # not committed: delivered again after a restart
+        try:
+            consumer.commit(offsets=[TopicPartition(record.topic, record.partition,
+                                                    record.offset + 1)], asynchronous=False)
+        except KafkaException as exc:
+            # Going on loses nothing: commits are cumulative, so the next record's covers
+            # this one; and if the partition moved to another member, that one starts at
+            # the last committed offset and delivers it again.
+            log.warning("offset not committed", extra={
+                "source": self.source.name, "event_id": event.id, "error": repr(exc)})
         return True
 
 
@@ -528,7 +555,7 @@ class Sources:
         self.local_broker = local_broker
         self.consumers: list[KafkaSourceConsumer] = []
         self._ping_workers: dict[PingSource, ThreadPoolExecutor] = {}
-        self._producer: KafkaProducer | None = None
+        self._writer: topics.Writer | None = None
         self._client: httpx.Client | None = None
         self._courier: Courier | None = None
 
@@ -553,11 +580,11 @@ class Sources:
     def start(self) -> None:
         self._warn_unread_brokers()
         self._ensure_topics()
-        self._producer = topics.producer(self.bootstrap, client_id="eventworks-sources",
-                                         timeout_ms=PRODUCE_TIMEOUT_MS,
-                                         max_event_bytes=1024 * 1024)
+        self._writer = topics.Writer(self.bootstrap, client_id="eventworks-sources",
+                                     timeout_ms=PRODUCE_TIMEOUT_MS,
+                                     max_event_bytes=1024 * 1024)
         self._client = httpx.Client()
-        courier = Courier(client=self._client, publisher=Publisher(self._producer),
+        courier = Courier(client=self._client, publisher=Publisher(self._writer),
                           stopping=self.stopping, backoff=self.backoff)
         self._courier = courier
         # One worker per PingSource: ticks of one source go in order, and a sink that is
@@ -615,8 +642,8 @@ class Sources:
             workers.shutdown(wait=False)  # queued ticks see `stopping` and log themselves
         if self._client is not None:
             self._client.close()
-        if self._producer is not None:
-            self._producer.close(timeout=2)
+        if self._writer is not None:
+            self._writer.close(2)
 
 
 # -- the process ----------------------------------------------------------------------------

@@ -12,9 +12,11 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from kafka import KafkaConsumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 
+from broker import topics
 from broker.delivery import Event
+from broker.dispatcher import Record, arrivals
 
 
 def as_json(event: Event, partition: int, offset: int) -> dict[str, Any]:
@@ -37,27 +39,26 @@ def main(argv: list[str], env: Mapping[str, str] = os.environ, out: TextIO = sys
         print("KAFKA_BOOTSTRAP_SERVERS is not set: start the stack (./taskw start)",
               file=sys.stderr)
         return 2
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), enable_auto_commit=False,
-                             fetch_max_wait_ms=50)
+    consumer = Consumer({**topics.config(bootstrap.split(","), "eventworks-tail"),
+                         # assign() needs no group, but librdkafka wants a group.id; it
+                         # never joins and never commits.
+                         "group.id": "eventworks-tail", "enable.auto.commit": False})
     try:
-        partitions = [TopicPartition(topic, p)
-                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        if not partitions:
+        listed = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if listed is None or listed.error is not None or not listed.partitions:
             print(f"no topic {topic} yet", file=sys.stderr)
             return 1
-        consumer.assign(partitions)
-        if "--from-start" in argv:
-            consumer.seek_to_beginning(*partitions)
-        else:
-            consumer.seek_to_end(*partitions)
+        start = OFFSET_BEGINNING if "--from-start" in argv else OFFSET_END
+        consumer.assign([TopicPartition(topic, p, start) for p in sorted(listed.partitions)])
         shown = 0
         while limit is None or shown < limit:
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                for record in records:
-                    event = Event(tuple(record.headers or ()), record.value or b"", record.key)
-                    print(json.dumps(as_json(event, tp.partition, record.offset)), file=out,
-                          flush=True)
-                    shown += 1
+            for message in arrivals(consumer, wait=0.5, most=100):
+                if message.error() is not None:
+                    continue
+                record = Record.of(message)
+                print(json.dumps(as_json(record.event, record.partition, record.offset)),
+                      file=out, flush=True)
+                shown += 1
     except KeyboardInterrupt:
         pass
     finally:
