@@ -9,11 +9,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 # -- types --------------------------------------------------------------------------------
 GITHUB_ISSUE_COMMENT = "dev.knative.source.github.issue_comment"
 BOUNTY_REQUESTED = "dev.eventworks.bounty.requested"
+KEY_LEASE = "dev.eventworks.key.lease"
+KEY_RENEW = "dev.eventworks.key.renew"
+KEY_RELEASE = "dev.eventworks.key.release"
+KEY_LEASED = "dev.eventworks.key.leased"
+KEY_RELEASED = "dev.eventworks.key.released"
 
 DecimalString = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]*)(\.[0-9]*[1-9])?$")]
 BaseUnits = Annotated[str, StringConstraints(pattern=r"^(0|[1-9][0-9]*)$")]
@@ -74,3 +79,48 @@ class BountyRequested(Model):
     amount_base_units: BaseUnits
     decimals: int = Field(ge=0)
     sign_url: str
+
+
+# -- key pool (sign-tx ↔ lease-key, CloudEvents request/reply over HTTP) ------------------
+Address = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{40}$")]
+# etcd lease ids are positive int64s, beyond the 2^53 that JSON numbers carry exactly in every
+# language: they travel as lowercase hex, the way etcdctl prints them (1 … 7fffffffffffffff).
+LeaseId = Annotated[str, StringConstraints(
+    pattern=r"^([1-7][0-9a-f]{15}|[1-9a-f][0-9a-f]{0,14})$")]
+# Visible ASCII, no spaces: these end up in etcd records, failure records and logs.
+Token = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+
+
+class KeyLease(Model):
+    """Lease the least recently used free key of the pool for `ttl_seconds`."""
+
+    worker_id: Token
+    # etcd grants at least its minimum lease TTL (2 s by default): see `KeyLeased.ttl_seconds`.
+    ttl_seconds: int = Field(ge=1, le=600)
+    request_id: Token | None = None
+
+
+class KeyRenew(Model):
+    lease_id: LeaseId
+
+
+class KeyRelease(Model):
+    lease_id: LeaseId
+    address: Address
+
+
+class KeyLeased(Model):
+    """The key `address` is locked for this lease until `expires_at` unless renewed.
+    Never the private key or its ciphertext: sign-tx reads those from etcd itself."""
+
+    address: Address
+    lease_id: LeaseId
+    # The etcd revision that created the lock: higher for every later lease of any key.
+    fencing_token: int = Field(gt=0)
+    expires_at: AwareDatetime
+    ttl_seconds: int = Field(gt=0)  # as granted by etcd (it may raise a smaller request)
+
+
+class KeyReleased(Model):
+    address: Address
+    lease_id: LeaseId
