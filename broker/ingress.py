@@ -300,7 +300,7 @@ class Ingress:
                 chunks.append(message.get("body", b""))
             return message
 
-        request = await wire.decode_request(scope, recording)
+        request = await wire.decode_request(scope, recording, parse_data=False)
         event_id: str | None = None
         try:
             if isinstance(request, wire.Rejected):

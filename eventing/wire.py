@@ -98,7 +98,11 @@ def _missing_attributes(headers: Mapping[str, str], body: bytes) -> Rejected | N
     return None
 
 
-async def decode_request(scope: Mapping[str, Any], receive: Receive) -> BaseCloudEvent | Rejected:
+async def decode_request(scope: Mapping[str, Any], receive: Receive, *,
+                         parse_data: bool = True) -> BaseCloudEvent | Rejected:
+    """The request as a CloudEvent, or why not. `parse_data=False` leaves a binary-mode
+    body unparsed (the event's data is then empty): for the broker, which stores the
+    bytes as they came and would only throw the parsed JSON away."""
     if scope.get("method", "POST") != "POST":
         return Rejected(MethodNotAllowed("events are delivered with POST", field="method"))
     headers = _headers(scope)
@@ -108,8 +112,10 @@ async def decode_request(scope: Mapping[str, Any], receive: Receive) -> BaseClou
     missing = _missing_attributes(headers, body)
     if missing is not None:
         return missing
+    binary = any(k.startswith("ce-") for k in headers)
     try:
-        return from_http_event(HTTPMessage(headers=headers, body=body))
+        return from_http_event(HTTPMessage(headers=headers,
+                                           body=body if parse_data or not binary else b""))
     except CloudEventValidationError as exc:
         field = next(iter(exc.errors), None)
         return Rejected(InvalidEvent(f"invalid CloudEvent attributes: {exc}", field=field))
