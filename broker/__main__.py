@@ -56,8 +56,6 @@ def ingress_main() -> int:
         log.error("broker not started", extra={"error": str(exc)})
         return 2
     logs.configure("broker", settings.log_level)
-    if settings.log_level != "DEBUG":  # kafka-python logs every connection at INFO
-        logging.getLogger("kafka").setLevel(logging.WARNING)
     ingress = Ingress(settings)
     try:
         ingress.start()
