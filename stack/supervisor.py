@@ -223,8 +223,10 @@ def up(layout: Layout, say: Say = print) -> int:
     state.write(stack.me, [])
     try:
         stack.start_all()
-        stack.write_env()
+        # The table first: `start` takes the env file as the sign that all is ready,
+        # and then prints the table.
         (layout.state / "table.txt").write_text(stack.table() + "\n")
+        stack.write_env()
         say(stack.table())
         say(f"\nenvironment: {layout.env_file}\nCtrl-C stops everything.")
         reported: set[str] = set()
