@@ -670,8 +670,6 @@ def main(env: Mapping[str, str]) -> int:
         log.error("sources not started", extra={"error": str(exc)})
         return 2
     logs.configure("sources", settings.log_level)
-    if settings.log_level != "DEBUG":  # kafka-python logs every connection at INFO
-        logging.getLogger("kafka").setLevel(logging.WARNING)
     try:
         wiring = load(settings.knative_base, function_resolver(env))
         sources = Sources(wiring, bootstrap=[
