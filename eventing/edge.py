@@ -287,8 +287,9 @@ class Edge(Generic[S]):
             attributes["subject"] = reply.subject
         if incoming.traceparent is not None:
             attributes["traceparent"] = incoming.traceparent
-        return inbox.Recorded(status=200, reply={"attributes": attributes,
-                                                 "data": reply.data.model_dump(mode="json")})
+        # by_alias: some fields are named as on the wire, where Python cannot (`from`).
+        data = reply.data.model_dump(mode="json", by_alias=True)
+        return inbox.Recorded(status=200, reply={"attributes": attributes, "data": data})
 
 
 def _rebuild(stored: Mapping[str, Any]) -> CloudEvent:

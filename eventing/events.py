@@ -7,7 +7,7 @@ Amounts travel as decimal strings plus integer base units as strings, never floa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -124,3 +124,70 @@ class KeyLeased(Model):
 class KeyReleased(Model):
     address: Address
     lease_id: LeaseId
+
+
+# -- signing pipeline (batch reader / link-identity → sign-tx → verify-tx) -----------------
+TX_SIGN_REQUESTED = "dev.eventworks.tx.sign.requested"
+TX_SIGNED = "dev.eventworks.tx.signed"
+TX_VERIFIED = "dev.eventworks.tx.verified"
+TX_REJECTED = "dev.eventworks.tx.rejected"
+PAYOUT_REQUESTED = "dev.eventworks.payout.requested"
+
+HexData = Annotated[str, StringConstraints(pattern=r"^0x([0-9a-fA-F]{2})*$")]
+Hash32 = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{64}$")]
+RequestId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+RejectReason = Literal["bad_signature", "sender_mismatch", "chain_mismatch", "double_sign",
+                       "stale_lease", "malformed"]
+
+
+class TxSignRequested(Model):
+    """Sign an EIP-1559 transaction. Amounts are integer base units as decimal strings."""
+
+    request_id: RequestId
+    chain_id: int = Field(gt=0)
+    to: Address
+    value: BaseUnits
+    data: HexData = "0x"
+    gas_limit: int = Field(gt=0)
+    max_fee_per_gas: BaseUnits
+    max_priority_fee_per_gas: BaseUnits
+
+
+class TxSigned(Model):
+    """A signed transaction; `from` is the key's address, `fencing_token` its lease's."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    request_id: RequestId
+    sender: Address = Field(alias="from")
+    chain_id: int = Field(gt=0)
+    nonce: int = Field(ge=0)
+    tx_hash: Hash32
+    raw_tx: HexData
+    fencing_token: int = Field(gt=0)
+
+
+class TxVerified(Model):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    request_id: RequestId
+    tx_hash: Hash32
+    sender: Address = Field(alias="from")
+
+
+class TxRejected(Model):
+    request_id: RequestId
+    tx_hash: Hash32 | None = None
+    reason: RejectReason
+    detail: str = ""
+
+
+class PayoutRequested(Model):
+    """Pay `amount_base_units` of `denomination` to `to_address` (link-identity → sign-tx)."""
+
+    payout_id: RequestId
+    to_address: Address
+    denomination: str
+    amount_base_units: BaseUnits
+    reason: Literal["bounty", "earnings"]
+    ref: str
