@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.subscriber import Script, Subscriber
 from tests.tansu import start_tansu
 
 
@@ -17,3 +18,17 @@ def kafka() -> Iterator[str]:
         yield tansu.bootstrap
     finally:
         tansu.kill()
+
+
+@pytest.fixture
+def subscribers() -> Iterator[list[Subscriber]]:
+    """Test subscribers made with `subscriber(subscribers, script)`, closed afterwards."""
+    made: list[Subscriber] = []
+    yield made
+    for one in made:
+        one.close()
+
+
+def subscriber(made: list[Subscriber], script: Script | None = None) -> Subscriber:
+    made.append(Subscriber(script))
+    return made[-1]

@@ -9,8 +9,8 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,52 +18,29 @@ from kafka import KafkaProducer
 
 from broker.delivery import Outcome
 from broker.dispatcher import Dispatcher, broker_topic
-from tests.subscriber import Answer, Received, Subscriber
+from broker.filters import Filter, compile_filter
+from broker.manifests import DeliverySpec, Destination, Trigger
+from tests.conftest import subscriber
+from tests.subscriber import Answer, Received
 from tests.tansu import wait_until
 
 
-@dataclass(frozen=True)
-class Verdict:
-    matched: bool
-    reason: str = ""
+def delivery(**spec: Any) -> DeliverySpec:
+    """Knative's delivery spec, with quick linear retries for tests."""
+    return DeliverySpec(**{"backoff_policy": "linear", "backoff_delay": 0.05, "timeout": 2.0,
+                           **spec})
 
 
-@dataclass(frozen=True)
-class TypeIs:
-    """A filter on the type attribute (the filter language itself is tested elsewhere)."""
-
-    type: str | None = None
-
-    def match(self, event: Mapping[str, str]) -> Verdict:
-        return Verdict(self.type is None or event.get("type") == self.type)
+def type_is(event_type: str | None = None) -> Filter:
+    """A legacy attribute filter on the type (the filter language is tested elsewhere)."""
+    return compile_filter({"filter": {"attributes": {"type": event_type}}} if event_type else {})
 
 
-@dataclass(frozen=True)
-class Destination:
-    uri: str | None = None
-    kafka_topic: str | None = None
-    broker: str | None = None
-    describe: str = ""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    retry: int = 0
-    backoff_policy: str = "linear"
-    backoff_delay: float = 0.05
-    timeout: float | None = 2.0
-    dead_letter_sink: Destination | None = None
-
-
-@dataclass(frozen=True)
-class Trigger:
-    name: str
-    subscriber: Destination
-    broker: str
-    delivery: Delivery = field(default_factory=Delivery)
-    filter: TypeIs = field(default_factory=TypeIs)
-    ordered: bool = False
-    namespace: str = "tests"
+def trigger(name: str, subscriber: Destination, broker: str, spec: DeliverySpec | None = None,
+            *, filter: Filter | None = None, ordered: bool = False) -> Trigger:
+    return Trigger(name=name, namespace="tests", broker=broker, filter=filter or type_is(),
+                   subscriber=subscriber, delivery=spec or delivery(), ordered=ordered,
+                   file=Path(__file__))
 
 
 @pytest.fixture
@@ -76,19 +53,6 @@ def producer(kafka: str) -> Iterator[KafkaProducer]:
     producer = KafkaProducer(bootstrap_servers=kafka, acks="all")
     yield producer
     producer.close()
-
-
-@pytest.fixture
-def subscribers() -> Iterator[list[Subscriber]]:
-    made: list[Subscriber] = []
-    yield made
-    for subscriber in made:
-        subscriber.close()
-
-
-def subscriber(made: list[Subscriber], script=None) -> Subscriber:
-    made.append(Subscriber(script))
-    return made[-1]
 
 
 def publish(producer: KafkaProducer, broker: str, *, type: str = "dev.tests.thing",
@@ -129,9 +93,8 @@ def test_given_subscriber_failing_twice_when_dispatched_then_tried_exactly_three
         dispatch, producer, broker, subscribers):
     flaky = subscriber(subscribers, lambda r, seen: Answer(503 if seen <= 2 else 202))
     dead = subscriber(subscribers)
-    trigger = Trigger("flaky", Destination(flaky.url), broker,
-                      Delivery(retry=5, dead_letter_sink=Destination(dead.url)))
-    dispatch(trigger, broker=broker)
+    dispatch(trigger("flaky", Destination(flaky.url), broker,
+                     delivery(retry=5, dead_letter_sink=Destination(dead.url))), broker=broker)
 
     event_id = publish(producer, broker)
 
@@ -145,10 +108,9 @@ def test_given_subscriber_always_failing_when_dispatched_then_retry_plus_one_tri
         dispatch, producer, broker, subscribers):
     failing = subscriber(subscribers, lambda r, seen: Answer(500, body=b"it broke"))
     dead = subscriber(subscribers)
-    trigger = Trigger("failing", Destination(failing.url), broker,
-                      Delivery(retry=3, backoff_policy="linear", backoff_delay=0.1,
-                               dead_letter_sink=Destination(dead.url)))
-    dispatch(trigger, broker=broker)
+    dispatch(trigger("failing", Destination(failing.url), broker,
+                     delivery(retry=3, backoff_policy="linear", backoff_delay=0.1,
+                              dead_letter_sink=Destination(dead.url))), broker=broker)
 
     event_id = publish(producer, broker, data={"n": 1})
 
@@ -172,8 +134,8 @@ def test_given_final_4xx_when_dispatched_then_not_retried_and_dead_lettered(
         dispatch, producer, broker, subscribers, status):
     refusing = subscriber(subscribers, lambda r, seen: Answer(status))
     dead = subscriber(subscribers)
-    dispatch(Trigger("refusing", Destination(refusing.url), broker,
-                     Delivery(retry=3, dead_letter_sink=Destination(dead.url))), broker=broker)
+    dispatch(trigger("refusing", Destination(refusing.url), broker,
+                     delivery(retry=3, dead_letter_sink=Destination(dead.url))), broker=broker)
 
     event_id = publish(producer, broker)
 
@@ -186,7 +148,7 @@ def test_given_final_4xx_when_dispatched_then_not_retried_and_dead_lettered(
 def test_given_retryable_4xx_when_dispatched_then_retried(
         dispatch, producer, broker, subscribers, status):
     sub = subscriber(subscribers, lambda r, seen: Answer(status if seen == 1 else 202))
-    dispatch(Trigger("retryable", Destination(sub.url), broker, Delivery(retry=2)),
+    dispatch(trigger("retryable", Destination(sub.url), broker, delivery(retry=2)),
              broker=broker)
 
     event_id = publish(producer, broker)
@@ -198,7 +160,7 @@ def test_given_slow_subscriber_when_timeout_passes_then_it_counts_as_a_failure(
         dispatch, producer, broker, subscribers):
     slow = subscriber(subscribers, lambda r, seen: Answer(202, delay=1.0 if seen == 1 else 0))
     attempts: list[Any] = []
-    dispatch(Trigger("slow", Destination(slow.url), broker, Delivery(retry=1, timeout=0.2)),
+    dispatch(trigger("slow", Destination(slow.url), broker, delivery(retry=1, timeout=0.2)),
              broker=broker, attempts=attempts)
 
     event_id = publish(producer, broker)
@@ -214,10 +176,10 @@ def test_given_reply_when_subscriber_answers_200_then_reply_reaches_its_own_trig
     replier = subscriber(subscribers, lambda r, seen: Answer(
         200, headers={**replied, "ce-id": f"reply-of-{r.id}"}, body=b'{"ok": true}'))
     downstream = subscriber(subscribers)
-    dispatch(Trigger("replier", Destination(replier.url), broker,
-                     filter=TypeIs("dev.tests.thing")),
-             Trigger("downstream", Destination(downstream.url), broker,
-                     filter=TypeIs("dev.tests.replied")), broker=broker)
+    dispatch(trigger("replier", Destination(replier.url), broker,
+                     filter=type_is("dev.tests.thing")),
+             trigger("downstream", Destination(downstream.url), broker,
+                     filter=type_is("dev.tests.replied")), broker=broker)
 
     event_id = publish(producer, broker)
 
@@ -231,7 +193,7 @@ def test_given_reply_when_subscriber_answers_200_then_reply_reaches_its_own_trig
 def test_given_filter_when_event_does_not_match_then_not_delivered(
         dispatch, producer, broker, subscribers):
     sub = subscriber(subscribers)
-    dispatch(Trigger("picky", Destination(sub.url), broker, filter=TypeIs("dev.tests.other")),
+    dispatch(trigger("picky", Destination(sub.url), broker, filter=type_is("dev.tests.other")),
              broker=broker)
 
     skipped = publish(producer, broker, type="dev.tests.thing")
@@ -253,8 +215,8 @@ def test_given_ordered_trigger_when_one_event_fails_then_later_events_wait_for_i
         return Answer(202)
 
     ordered = subscriber(subscribers, script)
-    dispatch(Trigger("ordered", Destination(ordered.url), broker,
-                     Delivery(retry=5, backoff_delay=0.05), ordered=True),
+    dispatch(trigger("ordered", Destination(ordered.url), broker,
+                     delivery(retry=5, backoff_delay=0.05), ordered=True),
              broker=broker, partitions=1)
 
     ids = [publish(producer, broker, data={"n": n}) for n in range(1, 11)]
@@ -280,7 +242,7 @@ def test_given_unordered_trigger_when_subscriber_is_slow_then_deliveries_overlap
         return Answer(202)
 
     slow = subscriber(subscribers, script)
-    dispatch(Trigger("parallel", Destination(slow.url), broker), broker=broker, partitions=1)
+    dispatch(trigger("parallel", Destination(slow.url), broker), broker=broker, partitions=1)
 
     ids = [publish(producer, broker) for _ in range(8)]
 
@@ -294,8 +256,8 @@ def test_given_dead_letter_sink_is_a_kafka_topic_when_dead_lettered_then_record_
 
     refusing = subscriber(subscribers, lambda r, seen: Answer(400, body=b"nope"))
     topic = f"dead-{broker}"
-    dispatch(Trigger("to-kafka", Destination(refusing.url), broker,
-                     Delivery(dead_letter_sink=Destination(kafka_topic=topic))), broker=broker)
+    dispatch(trigger("to-kafka", Destination(refusing.url), broker,
+                     delivery(dead_letter_sink=Destination(kafka_topic=topic))), broker=broker)
 
     event_id = publish(producer, broker)
 

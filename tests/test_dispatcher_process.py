@@ -66,14 +66,6 @@ class DispatcherProcess:
 
 
 @pytest.fixture
-def subscribers() -> Iterator[list[Subscriber]]:
-    made: list[Subscriber] = []
-    yield made
-    for subscriber in made:
-        subscriber.close()
-
-
-@pytest.fixture
 def processes() -> Iterator[list[DispatcherProcess]]:
     made: list[DispatcherProcess] = []
     yield made
