@@ -8,8 +8,6 @@ subscriber that is a Knative Service resolves to the local function of that name
 from __future__ import annotations
 
 import logging
-import signal
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -67,18 +65,15 @@ def main(env: Mapping[str, str]) -> int:
         triggers, bootstrap=[s.strip() for s in settings.kafka_bootstrap_servers.split(",")],
         namespace=broker.namespace, broker=broker.name, partitions=broker.partitions,
         max_in_flight=settings.max_in_flight)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    host, _, port = settings.listen_address.rpartition(":")
-    server = health.serve(host.strip("[]"), int(port), dispatcher.ready)
-    try:
+
+    def start() -> None:
         dispatcher.start()
         log.info("dispatcher started", extra={
             "broker": broker.topic, "triggers": [t.name for t in triggers]})
-        stop.wait()
-    finally:
+
+    def stop() -> None:
         log.info("dispatcher stopping")
         dispatcher.stop()
-        server.shutdown()
+
+    health.run(settings.listen_address, dispatcher.ready, start, stop)
     return 0

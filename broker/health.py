@@ -3,6 +3,7 @@ HTTP (the dispatcher), so the stack and Kubernetes probe it like every other par
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,3 +35,20 @@ def serve(host: str, port: int, ready: Check) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="health", daemon=True).start()
     return server
+
+
+def run(listen_address: str, ready: Check, start: Callable[[], None],
+        stop: Callable[[], None]) -> None:
+    """A background process's life: health on `listen_address`, `start()`, then wait for
+    SIGTERM or SIGINT and `stop()` (also when `start` fails)."""
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    host, _, port = listen_address.rpartition(":")
+    server = serve(host.strip("[]"), int(port), ready)
+    try:
+        start()
+        stopping.wait()
+    finally:
+        stop()
+        server.shutdown()

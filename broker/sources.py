@@ -71,7 +71,6 @@ import base64
 import json
 import logging
 import re
-import signal
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -679,23 +678,21 @@ def main(env: Mapping[str, str]) -> int:
         log.error("sources not started: the manifests cannot be honoured",
                   extra={"error": str(exc)})
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    host, _, port = settings.listen_address.rpartition(":")
-    server = health.serve(host.strip("[]"), int(port), sources.ready)
-    try:
+
+    def start() -> None:
         sources.start()
         threading.Thread(target=sources.run_pings, name="ping-clock", daemon=True).start()
         log.info("sources started", extra={
             "ping_sources": [s.name for s in wiring.ping_sources],
             "kafka_sources": [s.name for s in wiring.kafka_sources]})
-        stop.wait()
+
+    def stop() -> None:
+        log.info("sources stopping")
+        sources.stop()
+
+    try:
+        health.run(settings.listen_address, sources.ready, start, stop)
     except Exception as exc:
         log.error("sources stopped: they could not start", extra={"error": repr(exc)})
         return 1
-    finally:
-        log.info("sources stopping")
-        sources.stop()
-        server.shutdown()
     return 0
