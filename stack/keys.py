@@ -6,7 +6,8 @@
 Only addresses are ever printed; a private key is never printed, logged or put in an
 error message (a bad line of FILE is named by its number only).
 
-Each key is stored as the lease-key pool layout says (functions/lease-key/README.md):
+Each key is stored as eventing/keypool.py (the record format, shared with sign-tx, which
+reads it) and the lease-key pool layout (functions/lease-key/README.md) say:
 
     <prefix>keys/<address>  {"address", "cipher": "AES-256-GCM", "kek", "ciphertext", ...}
     <prefix>used/<address>  {"address", "last_used_at": null}  (lease-key's LRU clock)
@@ -26,60 +27,47 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import contextlib
-import hashlib
-import json
 import os
 import secrets
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import aetcd
-from Crypto.Cipher import AES
-from Crypto.Hash import keccak
-from Crypto.PublicKey import ECC
 
+from eventing.ethereum import SECP256K1_N
+from eventing.keypool import (
+    CIPHER,
+    DEFAULT_PREFIX,
+    KeysError,
+    Pool,
+    address_of,
+    addresses,
+    checksum_address,
+    client_for,
+    decrypt,
+    encrypt,
+    kek_id,
+    key_record,
+    parse_kek,
+    store,
+)
 from stack.layout import Layout
 
-DEFAULT_PREFIX = "/eventworks/keys/"
-CIPHER = "AES-256-GCM"
-# The order of secp256k1: a private key is an integer in [1, N).
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
-NONCE_BYTES = 12  # GCM's standard nonce; random per encryption (2^-32 collision bound holds
-#                   far beyond any pool size)
+# The pool's record format, encryption and etcd layout live in eventing.keypool, shared
+# with sign-tx (which reads what this command writes); re-exported for the stack's callers.
+__all__ = ["CIPHER", "DEFAULT_PREFIX", "DEV_KEK_FILE", "KeysError", "Pool", "Settings",
+           "address_of", "addresses", "checksum_address", "client_for", "decrypt",
+           "dev_key_encryption_key", "encrypt", "generate_private_key", "kek_id", "key_record",
+           "main", "parse_kek", "parse_private_key", "read_key_file", "settings_from", "store",
+           "valid_private_key"]
+
 DEV_KEK_FILE = "key-encryption-key"
 
 
-class KeysError(Exception):
-    """What went wrong, in words that never contain a key."""
-
-
-# -- keys and addresses ------------------------------------------------------------------
-def keccak256(data: bytes) -> bytes:
-    return keccak.new(digest_bits=256, data=data).digest()
-
-
-def checksum_address(address: str) -> str:
-    """EIP-55 mixed-case checksum of a 0x-prefixed 20-byte hex address."""
-    plain = address.lower().removeprefix("0x")
-    digest = keccak256(plain.encode()).hex()
-    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c for c, d in zip(plain, digest,
-                                                                             strict=False))
-
-
-def address_of(private_key: bytes) -> str:
-    """The Ethereum address of a secp256k1 private key: the last 20 bytes of the
-    keccak-256 of the uncompressed public point (x || y), EIP-55 checksummed."""
-    point = ECC.construct(curve="secp256k1", d=int.from_bytes(private_key, "big")).pointQ
-    public = int(point.x).to_bytes(32, "big") + int(point.y).to_bytes(32, "big")
-    return checksum_address("0x" + keccak256(public)[-20:].hex())
-
-
+# -- private keys ------------------------------------------------------------------------
 def valid_private_key(private_key: bytes) -> bool:
     return len(private_key) == 32 and 0 < int.from_bytes(private_key, "big") < SECP256K1_N
 
@@ -121,104 +109,6 @@ def read_key_file(path: Path) -> list[bytes]:
         except ValueError as exc:
             raise KeysError(f"{path}:{number}: {exc}") from None
     return keys
-
-
-# -- encryption at rest ------------------------------------------------------------------
-def parse_kek(text: str) -> bytes:
-    """KEY_ENCRYPTION_KEY: 32 bytes in base64 (standard or URL-safe alphabet)."""
-    cleaned = text.strip()
-    try:
-        alphabet = "-_" if ("-" in cleaned or "_" in cleaned) else "+/"
-        kek = base64.b64decode(cleaned, altchars=alphabet.encode(), validate=True)
-    except (binascii.Error, ValueError):
-        raise KeysError("KEY_ENCRYPTION_KEY is not base64") from None
-    if len(kek) != 32:
-        raise KeysError(f"KEY_ENCRYPTION_KEY must be 32 bytes (AES-256), not {len(kek)}")
-    return kek
-
-
-def kek_id(kek: bytes) -> str:
-    """Which key-encryption key sealed a record (for rotation), without revealing it."""
-    return hashlib.sha256(b"eventworks-kek-id:" + kek).hexdigest()[:16]
-
-
-def _associated_data(address: str) -> bytes:
-    return b"eventworks-key:v1:" + address.lower().encode()
-
-
-def encrypt(kek: bytes, private_key: bytes, address: str) -> str:
-    """base64(nonce || ciphertext || tag)."""
-    nonce = secrets.token_bytes(NONCE_BYTES)
-    cipher = AES.new(kek, AES.MODE_GCM, nonce=nonce)
-    cipher.update(_associated_data(address))
-    sealed, tag = cipher.encrypt_and_digest(private_key)
-    return base64.b64encode(nonce + sealed + tag).decode()
-
-
-def decrypt(kek: bytes, ciphertext: str, address: str) -> bytes:
-    """The private key, or KeysError when the KEK, the address or the bytes are wrong."""
-    try:
-        raw = base64.b64decode(ciphertext, validate=True)
-        nonce, sealed, tag = raw[:NONCE_BYTES], raw[NONCE_BYTES:-16], raw[-16:]
-        cipher = AES.new(kek, AES.MODE_GCM, nonce=nonce)
-        cipher.update(_associated_data(address))
-        return cipher.decrypt_and_verify(sealed, tag)
-    except (binascii.Error, ValueError):
-        raise KeysError(f"the key of {address} does not decrypt: wrong key-encryption key "
-                        "or a damaged record") from None
-
-
-# -- the pool in etcd --------------------------------------------------------------------
-@dataclass(frozen=True)
-class Pool:
-    """Where the pool lives: the etcd prefix (the same ETCD_PREFIX lease-key reads)."""
-
-    prefix: str = DEFAULT_PREFIX
-
-    def key(self, address: str) -> bytes:
-        return f"{self.prefix}keys/{address.lower()}".encode()
-
-    def used(self, address: str) -> bytes:
-        return f"{self.prefix}used/{address.lower()}".encode()
-
-
-def key_record(kek: bytes, private_key: bytes, now: datetime) -> tuple[str, bytes]:
-    address = address_of(private_key)
-    record = {"version": 1, "address": address, "cipher": CIPHER, "kek": kek_id(kek),
-              "ciphertext": encrypt(kek, private_key, address),
-              "created_at": now.isoformat()}
-    return address, json.dumps(record, separators=(",", ":")).encode()
-
-
-async def store(client: aetcd.Client, pool: Pool, kek: bytes,
-                private_keys: Iterable[bytes]) -> list[tuple[str, bool]]:
-    """Add each key unless its address is already in the pool: (address, added)."""
-    results = []
-    tx = client.transactions
-    for private_key in private_keys:
-        address, record = key_record(kek, private_key, datetime.now(UTC))
-        used = json.dumps({"address": address, "last_used_at": None}).encode()
-        # One transaction per key: the key and its LRU entry appear together or not at all,
-        # and an address already present (an import run twice) is left as it is.
-        added, _ = await client.transaction(
-            compare=[tx.create(pool.key(address)) == 0],
-            success=[tx.put(pool.key(address), record), tx.put(pool.used(address), used)],
-            failure=[])
-        results.append((address, bool(added)))
-    return results
-
-
-async def addresses(client: aetcd.Client, pool: Pool) -> list[str]:
-    found = await client.get_prefix(f"{pool.prefix}keys/".encode(), keys_only=True)
-    return sorted(kv.key.decode().rsplit("/", 1)[1] for kv in found)
-
-
-def client_for(endpoints: str, timeout: float = 10.0) -> aetcd.Client:
-    """An etcd client for the first of ETCD_ENDPOINTS (aetcd speaks to one endpoint)."""
-    first = urlsplit(endpoints.split(",")[0].strip())
-    if first.scheme != "http" or not first.hostname or not first.port:
-        raise KeysError("ETCD_ENDPOINTS must be http://host:port[,…]")
-    return aetcd.Client(host=first.hostname, port=first.port, timeout=timeout)
 
 
 # -- settings ----------------------------------------------------------------------------

@@ -1,16 +1,173 @@
-"""verify-tx: Verifies signed transactions and bounty pledges.
+"""verify-tx: recovers the signer of every signed transaction and rejects what is not
+what its event claims, or may not stand.
 
-Its capability has its own issue; until then every event gets 501 problem+json.
+decode (the edge, then `read`: the raw transaction's own facts) → decide (pure,
+function.decide) → act (one transaction in schema `verify`, with the event's inbox row)
+→ answer: `tx.verified`, or `tx.rejected` with a reason. A rejection is a verdict,
+answered 200 with its event like a verification; only data that fails its model is a 400.
 """
 
 from __future__ import annotations
 
-from eventing.edge import NotBuiltEdge
+import hashlib
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from psycopg import AsyncConnection
+from pydantic import BeforeValidator, Field
+
+from eventing import ethereum
+from eventing.edge import Delivery, Edge, Envelope, Reply, Route
+from eventing.errors import NotBuilt
+from eventing.events import TX_REJECTED, TX_SIGNED, TX_VERIFIED, TxRejected, TxSigned, TxVerified
+from eventing.settings import Settings
+from function.decide import (
+    Again,
+    Claim,
+    Decision,
+    Decoded,
+    Reading,
+    Record,
+    Reject,
+    Seen,
+    Slot,
+    Undecodable,
+    decide,
+    screen,
+)
+
+# Types this function answers once their issue is built: bounty.signed (the funder's
+# EIP-712 pledge → bounty.funded / bounty.rejected) is the bounty app's. Until then 501,
+# which the broker retries, rather than the 400 of an unknown type, which it dead-letters.
+NOT_BUILT_YET: Mapping[str, str] = {
+    "dev.eventworks.bounty.signed": "bounty pledges (EIP-712) are verified with the bounty app",
+}
+
+
+def _chain_ids(value: object) -> object:
+    """`VERIFY_CHAIN_IDS` is a comma-separated list: "1" or "1, 11155111"."""
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+ChainIds = Annotated[frozenset[Annotated[int, Field(gt=0, lt=2**256)]],
+                     BeforeValidator(_chain_ids), Field(min_length=1)]
+
+
+class VerifySettings(Settings):
+    # The chains whose transactions verify-tx accepts; anything else is chain_mismatch.
+    chain_ids: ChainIds = Field(default=frozenset({1}), alias="VERIFY_CHAIN_IDS")
+
+
+def read(raw_tx: str) -> Reading:
+    """What the raw transaction says about itself, and who signed it (if anyone)."""
+    try:
+        tx = ethereum.decode(bytes.fromhex(raw_tx.removeprefix("0x")))
+    except ethereum.MalformedTransaction as exc:
+        return Undecodable(str(exc))
+    try:
+        signer: str | None = ethereum.recover(tx)
+        why_unsigned = ""
+    except ethereum.BadSignature as exc:
+        signer, why_unsigned = None, str(exc)
+    return Decoded(tx_hash=tx.tx_hash, signing_hash=tx.signing_hash, chain_id=tx.chain_id,
+                   nonce=tx.nonce, signer=signer, why_unsigned=why_unsigned)
+
+
+def claim_of(data: TxSigned) -> Claim:
+    return Claim(request_id=data.request_id, sender=data.sender.lower(), chain_id=data.chain_id,
+                 nonce=data.nonce, tx_hash=bytes.fromhex(data.tx_hash[2:]),
+                 fencing_token=data.fencing_token)
+
+
+def sender_lock(sender: str) -> int:
+    """The advisory lock key of a sender: a stable 64-bit hash (a collision only makes two
+    senders wait for each other, never mixes their records)."""
+    digest = hashlib.sha256(f"eventworks:verify:{sender}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def new() -> Function:
     return Function()
 
 
-class Function(NotBuiltEdge):
+class Function(Edge[VerifySettings]):
     name = "verify-tx"
+    schema = "verify"
+    settings_type = VerifySettings
+
+    def __init__(self) -> None:
+        super().__init__()
+        # What each decision answers: a rejection is a verdict, not an error.
+        self._answers: Mapping[type[Decision], Callable[[TxSigned, Any], Reply]] = {
+            Record: self._verified, Again: self._verified, Reject: self._rejected}
+
+    def routes(self) -> Mapping[str, Route[Any]]:
+        # bounty.signed joins this table with its model and handler (see NOT_BUILT_YET).
+        return {TX_SIGNED: Route(TxSigned, self.on_tx_signed)}
+
+    def route_for(self, event_type: str) -> Route[Any]:
+        if event_type in NOT_BUILT_YET:
+            raise NotBuilt(f"{self.name} does not handle {event_type} yet: "
+                           f"{NOT_BUILT_YET[event_type]}")
+        return super().route_for(event_type)
+
+    # -- tx.signed ------------------------------------------------------------------------
+    async def on_tx_signed(self, delivery: Delivery[TxSigned]) -> Reply:
+        data, tx = delivery.data, delivery.tx
+        assert tx is not None  # the function has a schema: the edge opened its transaction
+        claim = claim_of(data)
+        screened = screen(claim, read(data.raw_tx), self.settings.chain_ids)
+        decision: Decision = screened if isinstance(screened, Reject) else decide(
+            screened, await self._seen(tx, screened))
+        if isinstance(decision, Record):  # Again and Reject write nothing but the inbox row
+            await self._record(tx, decision.slot, claim, delivery.envelope)
+        return self._answers[type(decision)](data, decision)
+
+    @staticmethod
+    def _verified(data: TxSigned, decision: Record | Again) -> Reply:
+        # Echoed as the event spelled them (they matched): consumers join on them.
+        return Reply(TX_VERIFIED, TxVerified(request_id=data.request_id, tx_hash=data.tx_hash,
+                                             sender=data.sender), subject=data.request_id)
+
+    @staticmethod
+    def _rejected(data: TxSigned, decision: Reject) -> Reply:
+        return Reply(TX_REJECTED, TxRejected(request_id=data.request_id, tx_hash=data.tx_hash,
+                                             reason=decision.reason, detail=decision.detail),
+                     subject=data.request_id)
+
+    @staticmethod
+    async def _seen(tx: AsyncConnection, slot: Slot) -> Seen:
+        # One verification per sender at a time, until this transaction ends: the fence
+        # and the slot read here must not change before the decision on them is written.
+        # (Its own statement: a statement's snapshot is taken before it waits for a lock.)
+        await tx.execute("SELECT pg_advisory_xact_lock(%s)", (sender_lock(slot.sender),))
+        cur = await tx.execute(
+            "SELECT (SELECT highest_token FROM fencing WHERE sender = %(sender)s),"
+            "       (SELECT signing_hash FROM signed"
+            "         WHERE sender = %(sender)s AND chain_id = %(chain_id)s"
+            "           AND nonce = %(nonce)s)",
+            {"sender": slot.sender, "chain_id": slot.chain_id, "nonce": slot.nonce})
+        row = await cur.fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        highest, signing_hash = row
+        return Seen(highest_token=highest,
+                    signing_hash=None if signing_hash is None else bytes(signing_hash))
+
+    @staticmethod
+    async def _record(tx: AsyncConnection, slot: Slot, claim: Claim, envelope: Envelope) -> None:
+        await tx.execute(
+            "INSERT INTO signed (sender, chain_id, nonce, signing_hash, tx_hash, request_id,"
+            "                    fencing_token, event_source, event_id)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (slot.sender, slot.chain_id, slot.nonce, slot.signing_hash, claim.tx_hash,
+             claim.request_id, slot.fencing_token, envelope.source, envelope.id))
+        # Only a recorded payload moves the fence: a replay or a refused event cannot
+        # raise it, so no copy of an old event can lock a sender out.
+        await tx.execute(
+            "INSERT INTO fencing AS f (sender, highest_token) VALUES (%s, %s)"
+            " ON CONFLICT (sender) DO UPDATE"
+            "   SET highest_token = GREATEST(f.highest_token, EXCLUDED.highest_token),"
+            "       updated_at = now()",
+            (slot.sender, slot.fencing_token))
