@@ -32,7 +32,7 @@ import os
 import secrets
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aetcd
@@ -116,7 +116,7 @@ def read_key_file(path: Path) -> list[bytes]:
 class Settings:
     endpoints: str
     pool: Pool
-    kek: bytes
+    kek: bytes = field(repr=False)  # a secret: never in a repr, a log or a traceback
 
 
 def dev_key_encryption_key(layout: Layout) -> str:
