@@ -1,6 +1,8 @@
 """`./taskw bench -- --runs 7 --requests 2000`: parse-comment against a bare func-python
-function (cold start, sequential throughput), and delivery through the broker against
-posting directly (latency, sustained events/s); prints tables, writes bench/results/."""
+function (cold start, sequential throughput), delivery through the broker against
+posting directly (latency, sustained events/s), and the signing pipeline end to end
+against a bare signing loop, with lease-key under contention; prints tables, writes
+bench/results/."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import brokered, measure, report
+from bench import brokered, measure, report, signing
 from bench.events import Events
 from bench.processes import BenchFailure
 from bench.subjects import Subject, bare, parse_comment
@@ -21,7 +23,7 @@ from stack.supervisor import running_env
 
 NO_STACK = 2
 FAILED = 1
-PARTS = ("functions", "broker")
+PARTS = ("functions", "broker", "signing")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -49,9 +51,16 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=_at_least(1), default=brokered.CONCURRENCY,
                         help="concurrent clients posting the burst "
                              f"(default {brokered.CONCURRENCY})")
+    parser.add_argument("--transactions", type=_at_least(1), default=signing.TRANSACTIONS,
+                        help="transactions signed end to end and in the bare loop "
+                             f"(default {signing.TRANSACTIONS})")
+    parser.add_argument("--lease-seconds", type=float, default=signing.LEASE_SECONDS,
+                        help="seconds of lease/release loops per number of workers "
+                             f"(default {signing.LEASE_SECONDS:g})")
     parser.add_argument("--only", choices=PARTS, default=None,
-                        help="run one part: the functions (cold start, sequential) or the "
-                             "broker (latency, throughput); default both")
+                        help="run one part: the functions (cold start, sequential), the "
+                             "broker (latency, throughput) or signing (end to end, bare "
+                             "loop, leases); default all")
     return parser.parse_args(argv)
 
 
@@ -73,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return NO_STACK
 
     parts = [args.only] if args.only else list(PARTS)
+    if "signing" in parts and "DATABASE_URL_BATCH" not in stack_env:
+        print(f"{layout.env_file} has no DATABASE_URL_BATCH: restart the stack "
+              "(`./taskw stop && ./taskw start`).", file=sys.stderr)
+        return NO_STACK
     subjects = [parse_comment(layout, stack_env), bare(layout, stack_env)]
     logs = report.RESULTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -105,12 +118,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "partitions": brokered.PARTITIONS, "namespace": brokered.NAMESPACE,
                 "target_added_latency_p50_ms": brokered.TARGET_ADDED_P50_MS,
                 "target_events_per_second": brokered.TARGET_EVENTS_PER_SECOND}
+        signed = None
+        if "signing" in parts:
+            signed = signing.run(stack_env, transactions=args.transactions,
+                                 lease_seconds=args.lease_seconds)
+            parameters["signing"] = {
+                "transactions": args.transactions, "lease_seconds": args.lease_seconds,
+                "lease_workers": list(signing.LEASE_WORKERS),
+                "lease_ttl_seconds": signing.LEASE_TTL_SECONDS,
+                "refused_pause_ms": signing.REFUSED_PAUSE * 1000,
+                "bare_runs": signing.BARE_RUNS, "target_ratio": signing.TARGET_RATIO}
     except BenchFailure as failure:
         print(f"benchmark failed: {failure}", file=sys.stderr)
         return FAILED
 
     result = report.Report(started=started, parameters=parameters, functions=functions,
-                           broker=broker)
+                           broker=broker, signing=signed)
     print()
     print(report.table(result))
     path = report.write(result)

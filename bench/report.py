@@ -14,9 +14,10 @@ from typing import Any
 
 import psutil
 
-from bench import brokered
+from bench import brokered, signing
 from bench.brokered import BrokerResult
 from bench.measure import ColdStarts, Throughput
+from bench.signing import SigningResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -62,8 +63,9 @@ def machine() -> dict[str, Any]:
 class Report:
     started: datetime  # UTC
     parameters: dict[str, Any]
-    functions: Functions | None  # None with --only broker
-    broker: BrokerResult | None  # None with --only functions
+    functions: Functions | None  # None unless the functions part ran
+    broker: BrokerResult | None  # None unless the broker part ran
+    signing: SigningResult | None = None  # None unless the signing part ran
 
 
 def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -125,12 +127,47 @@ def broker_table(result: BrokerResult) -> str:
     return "\n".join(lines)
 
 
+def signing_table(result: SigningResult) -> str:
+    e2e, bare = result.end_to_end, result.bare
+    header = ("", "end to end", "bare loop", "ratio", "target", "result")
+    rows: list[tuple[str, ...]] = [
+        header,
+        ("signed transactions/s", f"{e2e.per_second:.0f}", f"{bare.per_second:.0f}",
+         f"{result.ratio:.4f}x", f">= {signing.TARGET_RATIO:g}x", _verdict(result.met)),
+        ("seconds", f"{e2e.seconds:.2f}", f"{bare.seconds:.3f}", "", "", ""),
+        ("  of which inserted + published (s)", f"{e2e.published_seconds:.2f}", "", "", "",
+         ""),
+    ]
+    lines = _grid(rows)
+    lines.append(f"{e2e.transactions} transactions: end to end = insert into batch.tx_requests "
+                 "-> batch reader -> broker -> sign-tx -> broker -> verify-tx -> the last "
+                 "tx.verified read; bare loop = eventing.ethereum.sign in a loop "
+                 f"({bare.seconds * 1e6 / bare.transactions:.0f} us each)")
+    if e2e.rejected or e2e.redelivered_replies:
+        lines.append(f"rejected: {e2e.rejected}; tx.signed replies beyond one per request: "
+                     f"{e2e.redelivered_replies}")
+    lease_rows: list[tuple[str, ...]] = [("lease-key, lease + release loops", "workers",
+                                          "leases/s", "refused/s", "p50 (ms)", "p99 (ms)")]
+    for lease in result.leases:
+        lease_rows.append(("", str(lease.workers), f"{lease.per_second:.0f}",
+                           f"{lease.refused / lease.seconds:.0f}", f"{lease.p50:.2f}",
+                           f"{lease.p99:.2f}"))
+    lines.append("")
+    lines.extend(_grid(lease_rows))
+    lines.append(f"{result.pool_keys} keys in the pool; latency = the key.lease request that "
+                 "won a key; refused = 503 (no free key), asked again after "
+                 f"{signing.REFUSED_PAUSE * 1000:g} ms")
+    return "\n".join(lines)
+
+
 def table(report: Report) -> str:
     parts = []
     if report.functions is not None:
         parts.append(functions_table(report.functions))
     if report.broker is not None:
         parts.append(broker_table(report.broker))
+    if report.signing is not None:
+        parts.append(signing_table(report.signing))
     return "\n\n".join(parts)
 
 
@@ -200,6 +237,8 @@ def document(report: Report) -> dict[str, Any]:
         found.update(_functions_document(report.functions))
     if report.broker is not None:
         found["broker"] = _broker_document(report.broker)
+    if report.signing is not None:
+        found["signing"] = report.signing.document()
     return found
 
 

@@ -34,6 +34,16 @@ SCHEMAS: Mapping[str, str | None] = {
     "todo-crud": "todo",
     "accrue-payment": "accounting",
 }
+# The batch reader (batch/): a job and a PingSource sink, not a function. Its Knative
+# Service is `batch-reader`; its schema and role `batch`; it is served as a stack part
+# and its URL exported as FUNCTION_BATCH_READER_URL, the name under which the local
+# broker resolves a Service ref (broker/dispatcher_process.function_resolver).
+BATCH_READER = "batch-reader"
+BATCH_SCHEMA = "batch"
+# What the local stack's sign-tx signs for (the seed job asks for chain id 1 too).
+SIGNING_CHAIN_ID = "1"
+# Keys of the development pool made at `up` when the embedded etcd has none.
+DEV_POOL_KEYS = 4
 DATABASE = "eventworks"
 BROKER_NAMESPACE = "eventworks"
 BROKER_NAME = "default"
@@ -236,8 +246,20 @@ def dispatcher(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
         "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
         "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
         "KNATIVE_BASE": str(layout.root / "knative" / "base"), **functions_urls,
-    }, shows=f"{len(functions_urls)} functions, triggers of knative/base",
+    }, shows=f"{len(functions_urls)} services, triggers of knative/base",
         args=("dispatcher",))
+
+
+def batch_reader(layout: Layout, port: int, env: Mapping[str, str],
+                 *, embedded_db: bool) -> Component:
+    """The batch reader served as the sink of knative/base's PingSource `batch-reader`
+    (batch/server.py): each tick publishes the pending transaction requests."""
+    return _python(layout, "batch", port, BATCH_READER, {
+        "DATABASE_URL": function_database_url(env["DATABASE_URL"], BATCH_SCHEMA,
+                                              embedded=embedded_db),
+        "BROKER_URL": env["BROKER_URL"],
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }, args=("serve",))
 
 
 def sources(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
@@ -291,15 +313,37 @@ def function_database_url(database_url: str, schema: str, *, embedded: bool) -> 
     return psycopg.conninfo.make_conninfo(database_url, user=schema)
 
 
+def own_settings(name: str, env: Mapping[str, str], *,
+                 key_encryption_key: str | None) -> dict[str, str]:
+    """Settings one function gets and the others do not.
+
+    sign-tx: the key-encryption key of the pool (a Secret in a cluster, given to sign-tx
+    only: lease-key never decrypts a key), lease-key's URL (it leases keys over HTTP,
+    not through the broker) and the chain id it signs for.
+    """
+    if name != "sign-tx":
+        return {}
+    own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID}
+    lease_key = env.get(env_key("lease-key"))
+    if lease_key is not None:
+        own["LEASE_KEY_URL"] = lease_key
+    if key_encryption_key is not None:
+        own["KEY_ENCRYPTION_KEY"] = key_encryption_key
+    return own
+
+
 def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
-             *, embedded_db: bool, k_sink: str | None = None) -> Component:
-    """`k_sink`: what a SinkBinding binds the function to (`sink_urls`); None: no K_SINK."""
+             *, embedded_db: bool, k_sink: str | None = None,
+             key_encryption_key: str | None = None) -> Component:
+    """`k_sink`: what a SinkBinding binds the function to (`sink_urls`); None: no K_SINK.
+    `key_encryption_key`: the key pool's KEK, passed on to sign-tx alone (`own_settings`)."""
     schema = SCHEMAS.get(name)
     own: dict[str, str] = {
         "SIGNING_PAGE_URL": env["SIGNING_PAGE_URL"],
         "GITHUB_API_URL": env["GITHUB_API_URL"],
         "ETCD_ENDPOINTS": env["ETCD_ENDPOINTS"],
         "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+        **own_settings(name, env, key_encryption_key=key_encryption_key),
     }
     if k_sink is not None:
         own["K_SINK"] = k_sink
@@ -308,3 +352,35 @@ def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
                                                     embedded=embedded_db)
     folder = layout.functions / name
     return _python(layout, "stack.scaffold", port, name, own, pythonpath=[folder], cwd=folder)
+
+
+# -- the key pool ------------------------------------------------------------------------
+def key_encryption_key(layout: Layout) -> tuple[str, bool]:
+    """The KEK sign-tx gets, and whether it is the environment's: KEY_ENCRYPTION_KEY when
+    set, else the stack's development KEK (.stack/key-encryption-key, the one stack.keys
+    seals the local pool with)."""
+    given = os.environ.get("KEY_ENCRYPTION_KEY")
+    if given:
+        return given, True
+    from stack import keys
+
+    return keys.dev_key_encryption_key(layout), False
+
+
+def seed_key_pool(endpoints: str, kek: str, count: int = DEV_POOL_KEYS) -> list[str]:
+    """When the pool (stack.keys' default prefix) is empty, add `count` new keys;
+    return their addresses (none when the pool had keys already)."""
+    import asyncio
+
+    from stack import keys
+
+    async def seed() -> list[str]:
+        pool = keys.Pool()
+        async with keys.client_for(endpoints) as client:
+            if await keys.addresses(client, pool):
+                return []
+            added = await keys.store(client, pool, keys.parse_kek(kek),
+                                     [keys.generate_private_key() for _ in range(count)])
+        return [address for address, new in added if new]
+
+    return asyncio.run(seed())

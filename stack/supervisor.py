@@ -125,7 +125,8 @@ class Stack:
             stores.append(pg)
         if "KAFKA_BOOTSTRAP_SERVERS" not in os.environ:
             stores.append(services.kafka(layout, self.port("kafka")))
-        if "ETCD_ENDPOINTS" not in os.environ:
+        embedded_etcd = "ETCD_ENDPOINTS" not in os.environ
+        if embedded_etcd:
             stores.append(services.etcd(layout, self.port("etcd"), self.port("etcd-peer")))
         self.launch(stores)
 
@@ -144,6 +145,10 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{self.ports.get('kafka', 0)}")
         env["ETCD_ENDPOINTS"] = os.environ.get(
             "ETCD_ENDPOINTS", f"http://127.0.0.1:{self.ports.get('etcd', 0)}")
+        # The batch reader's own login (its schema and role), like DATABASE_URL_<SCHEMA>.
+        env[f"DATABASE_URL_{services.BATCH_SCHEMA.upper()}"] = services.function_database_url(
+            env["DATABASE_URL"], services.BATCH_SCHEMA, embedded=embedded_db)
+        kek = self.key_pool(embedded_etcd)
         env["GITHUB_WEBHOOK_SECRET"] = layout.dev_secret("github-webhook-secret")
         env["GITHUB_TOKEN"] = layout.dev_secret("github-token")
 
@@ -158,8 +163,11 @@ class Stack:
                      services.broker(layout, broker_port, env)])
 
         # SinkBindings of knative/base decide which functions get K_SINK, and to what.
-        urls = {services.env_key(n): f"http://127.0.0.1:{self.port(n)}"
-                for n in services.functions(layout)}
+        # Every Knative Service of knative/base is local: the functions and the batch
+        # reader (the PingSource's sink), each FUNCTION_<NAME>_URL.
+        served = [*services.functions(layout), services.BATCH_READER]
+        urls = {services.env_key(n): f"http://127.0.0.1:{self.port(n)}" for n in served}
+        env.update(urls)
         try:
             wiring = manifests.load(layout.root / "knative" / "base", function_resolver(urls))
             sinks = services.sink_urls(wiring.sink_bindings, services.functions(layout),
@@ -167,18 +175,38 @@ class Stack:
         except manifests.ManifestError as exc:
             raise StartFailure("knative", f"manifests cannot be honoured: {exc}", "") from None
         functions = [services.function(layout, name, self.port(name), env,
-                                       embedded_db=embedded_db, k_sink=sinks.get(name))
+                                       embedded_db=embedded_db, k_sink=sinks.get(name),
+                                       key_encryption_key=kek)
                      for name in services.functions(layout)]
         for name in services.functions(layout):
-            env[services.env_key(name)] = f"http://127.0.0.1:{self.port(name)}"
             schema = services.SCHEMAS.get(name)
             if schema is not None:  # what the function itself connects with
                 env[f"DATABASE_URL_{schema.upper()}"] = services.function_database_url(
                     env["DATABASE_URL"], schema, embedded=embedded_db)
-        self.launch(functions)
+        self.launch([*functions, services.batch_reader(
+            layout, self.port(services.BATCH_READER), env, embedded_db=embedded_db)])
         self.launch([services.dispatcher(layout, self.port("dispatcher"), env)])
         self.launch([services.sources(layout, self.port("sources"), env)])
         layout.remember_ports(self.ports)
+
+    def key_pool(self, embedded_etcd: bool) -> str:
+        """The key-encryption key sign-tx gets; with the embedded etcd, also a development
+        pool of DEV_POOL_KEYS keys when it has none (after etcd, before the functions)."""
+        kek, given = services.key_encryption_key(self.layout)
+        if not embedded_etcd:
+            # A real etcd's pool is its operator's (./taskw keys:import): never seeded here.
+            if not given:
+                self.say("KEY_ENCRYPTION_KEY is not set: sign-tx gets the development key; "
+                         "keys of ETCD_ENDPOINTS sealed with another key will not decrypt")
+            return kek
+        try:
+            added = services.seed_key_pool(self.env["ETCD_ENDPOINTS"], kek)
+        except Exception as exc:
+            raise StartFailure("etcd", f"could not seed the key pool: {exc!r}",
+                               tail(self.layout.log("etcd"))) from None
+        if added:
+            self.say(f"seeded the development key pool with {len(added)} keys")
+        return kek
 
     def write_env(self) -> None:
         lines = ["# Written by ./taskw up; removed by ./taskw stop.",

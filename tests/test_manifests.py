@@ -30,9 +30,15 @@ DEAD_LETTERS = Destination(kafka_topic="knative-dead-letters-eventworks",
                            describe="KafkaSink eventworks-dead-letters")
 
 
+# Knative Services of knative/base that are not functions: the batch reader, the
+# PingSource's sink (the local stack exports it as FUNCTION_BATCH_READER_URL).
+SERVICES = ("batch-reader",)
+
+
 def function_url(kind: str, name: str, namespace: str) -> str | None:
-    """What the local stack answers: a URL for each function's Knative Service."""
-    known = kind == "Service" and name in (*FUNCTIONS, "dead-letter-function")
+    """What the local stack answers: a URL for each function's Knative Service, and for
+    the other Services it serves (`SERVICES`)."""
+    known = kind == "Service" and name in (*FUNCTIONS, *SERVICES, "dead-letter-function")
     return f"http://127.0.0.1:9/{name}" if known else None
 
 
@@ -105,6 +111,36 @@ def test_given_the_base_when_loaded_then_every_trigger_is_on_the_default_broker_
     assert base.triggers_of("default", "eventworks") == base.triggers
     for trigger in base.triggers:
         assert trigger.subscriber.uri in {f"http://127.0.0.1:9/{f}" for f in FUNCTIONS}
+
+
+@pytest.mark.parametrize(("name", "event_type", "subscriber"), [
+    ("sign-tx-requests", "dev.eventworks.tx.sign.requested", "sign-tx"),
+    ("sign-tx-payouts", "dev.eventworks.payout.requested", "sign-tx"),
+    ("verify-tx-signed", "dev.eventworks.tx.signed", "verify-tx"),
+])
+def test_given_the_base_when_loaded_then_the_signing_pipeline_is_unordered_with_retries(
+        base: Wiring, name: str, event_type: str, subscriber: str) -> None:
+    trigger = trigger_named(base, name)
+
+    assert trigger.subscriber == Destination(uri=f"http://127.0.0.1:9/{subscriber}",
+                                             describe=f"Service {subscriber}")
+    assert trigger.ordered is False
+    # Its own retries for sign-tx's 503 (no free key); the Broker's timeout and DLS.
+    assert trigger.delivery == DeliverySpec(retry=10, backoff_policy="exponential",
+                                            backoff_delay=0.2, timeout=30.0,
+                                            dead_letter_sink=DEAD_LETTERS)
+    assert trigger.filter.match(event(event_type)).matched
+    assert not trigger.filter.match(event("dev.eventworks.tx.verified")).matched
+
+
+def test_given_the_base_when_loaded_then_the_batch_reader_is_pinged_every_minute(
+        base: Wiring) -> None:
+    [ping] = [p for p in base.ping_sources if p.name == "batch-reader"]
+
+    assert ping.schedule == "* * * * *"
+    assert ping.namespace == "eventworks"
+    assert ping.sink == Destination(uri="http://127.0.0.1:9/batch-reader",
+                                    describe="Service batch-reader")
 
 
 def test_given_the_base_when_loaded_then_github_events_flow_into_the_broker(
