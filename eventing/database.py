@@ -70,7 +70,7 @@ class Database:
 
     def close_soon(self) -> None:
         with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().create_task(self._pool.close())
+            asyncio.get_running_loop().create_task(self.close())
 
     async def wait_open(self) -> None:
         if self._opening is None:
@@ -84,6 +84,12 @@ class Database:
             raise Unavailable("the database is not reachable yet", retry_after=2) from None
 
     async def close(self) -> None:
+        # A pool still opening (the database slow or away) must not hold shutdown up.
+        opening, self._opening = self._opening, None
+        if opening is not None and not opening.done():
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
         await self._pool.close()
 
     @contextlib.asynccontextmanager
