@@ -7,7 +7,7 @@ Amounts travel as decimal strings plus integer base units as strings, never floa
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
@@ -191,3 +191,45 @@ class PayoutRequested(Model):
     amount_base_units: BaseUnits
     reason: Literal["bounty", "earnings"]
     ref: str
+
+
+# -- bounty pledges (signing page → verify-tx → parse-comment) ------------------------------
+BOUNTY_SIGNED = "dev.eventworks.bounty.signed"
+BOUNTY_FUNDED = "dev.eventworks.bounty.funded"
+BOUNTY_REJECTED = "dev.eventworks.bounty.rejected"
+
+# 65 bytes r ‖ s ‖ v, as eth_signTypedData_v4 returns it (v 27/28, or 0/1).
+Signature = Annotated[str, StringConstraints(pattern=r"^0x[0-9a-fA-F]{130}$")]
+BountyRejectReason = Literal["bad_signature", "signer_mismatch", "terms_mismatch",
+                             "domain_mismatch", "malformed"]
+
+
+class BountySigned(Model):
+    """A funder's EIP-712 pledge (`typed_data` as signed, and its `signature`) with the
+    terms it must pledge: the bounty's, as `bounty.requested` gave them to the signing
+    page. They travel with the pledge because verify-tx cannot read parse-comment's
+    records; verify-tx holds the signed message to them. So `bounty.funded` means "this
+    funder signed these terms for `bounty_id`": the consumer that holds the bounty's own
+    terms (parse-comment) still compares them, since the page is not trusted for them."""
+
+    bounty_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    funder_address: Address
+    typed_data: dict[str, Any]
+    signature: Signature
+    repository: RepositoryName
+    issue_number: int = Field(gt=0)
+    denomination: Annotated[str, StringConstraints(min_length=1)]
+    amount_base_units: BaseUnits
+    chain_id: int = Field(gt=0)
+
+
+class BountyFunded(Model):
+    bounty_id: str
+    funder_address: Address
+
+
+class BountyRejected(Model):
+    bounty_id: str
+    reason: BountyRejectReason
+    detail: str = ""
+

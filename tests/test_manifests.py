@@ -117,6 +117,7 @@ def test_given_the_base_when_loaded_then_every_trigger_is_on_the_default_broker_
     ("sign-tx-requests", "dev.eventworks.tx.sign.requested", "sign-tx"),
     ("sign-tx-payouts", "dev.eventworks.payout.requested", "sign-tx"),
     ("verify-tx-signed", "dev.eventworks.tx.signed", "verify-tx"),
+    ("verify-tx-pledges", "dev.eventworks.bounty.signed", "verify-tx"),
 ])
 def test_given_the_base_when_loaded_then_the_signing_pipeline_is_unordered_with_retries(
         base: Wiring, name: str, event_type: str, subscriber: str) -> None:

@@ -1,10 +1,14 @@
 """verify-tx: recovers the signer of every signed transaction and rejects what is not
-what its event claims, or may not stand.
+what its event claims, or may not stand; and checks funders' EIP-712 bounty pledges.
 
 decode (the edge, then `read`: the raw transaction's own facts) → decide (pure,
 function.decide) → act (one transaction in schema `verify`, with the event's inbox row)
 → answer: `tx.verified`, or `tx.rejected` with a reason. A rejection is a verdict,
 answered 200 with its event like a verification; only data that fails its model is a 400.
+
+`bounty.signed`: read (`read_pledge`: the typed data's types, domain and message, and its
+signer) → judge (pure, function.pledge) → `bounty.funded` or `bounty.rejected`. It writes
+nothing but the inbox row, which makes a redelivery get the same answer.
 """
 
 from __future__ import annotations
@@ -16,11 +20,25 @@ from typing import Annotated, Any
 from psycopg import AsyncConnection
 from pydantic import BeforeValidator, Field
 
-from eventing import ethereum
+from eventing import eip712, ethereum
 from eventing.edge import Delivery, Edge, Envelope, Reply, Route
 from eventing.errors import NotBuilt
-from eventing.events import TX_REJECTED, TX_SIGNED, TX_VERIFIED, TxRejected, TxSigned, TxVerified
+from eventing.events import (
+    BOUNTY_FUNDED,
+    BOUNTY_REJECTED,
+    BOUNTY_SIGNED,
+    TX_REJECTED,
+    TX_SIGNED,
+    TX_VERIFIED,
+    BountyFunded,
+    BountyRejected,
+    BountySigned,
+    TxRejected,
+    TxSigned,
+    TxVerified,
+)
 from eventing.settings import Settings
+from function import pledge
 from function.decide import (
     Again,
     Claim,
@@ -36,12 +54,9 @@ from function.decide import (
     screen,
 )
 
-# Types this function answers once their issue is built: bounty.signed (the funder's
-# EIP-712 pledge → bounty.funded / bounty.rejected) is the bounty app's. Until then 501,
-# which the broker retries, rather than the 400 of an unknown type, which it dead-letters.
-NOT_BUILT_YET: Mapping[str, str] = {
-    "dev.eventworks.bounty.signed": "bounty pledges (EIP-712) are verified with the bounty app",
-}
+# Types this function will answer once their issue is built: 501 until then, which the
+# broker retries, rather than the 400 of an unknown type, which it dead-letters. None now.
+NOT_BUILT_YET: Mapping[str, str] = {}
 
 
 def _chain_ids(value: object) -> object:
@@ -56,7 +71,8 @@ ChainIds = Annotated[frozenset[Annotated[int, Field(gt=0, lt=2**256)]],
 
 
 class VerifySettings(Settings):
-    # The chains whose transactions verify-tx accepts; anything else is chain_mismatch.
+    # The chains whose transactions and pledges verify-tx accepts; anything else is
+    # chain_mismatch (a transaction) or domain_mismatch (a pledge).
     chain_ids: ChainIds = Field(default=frozenset({1}), alias="VERIFY_CHAIN_IDS")
 
 
@@ -73,6 +89,43 @@ def read(raw_tx: str) -> Reading:
         signer, why_unsigned = None, str(exc)
     return Decoded(tx_hash=tx.tx_hash, signing_hash=tx.signing_hash, chain_id=tx.chain_id,
                    nonce=tx.nonce, signer=signer, why_unsigned=why_unsigned)
+
+
+def read_pledge(typed_data: Mapping[str, Any], signature: str) -> pledge.Reading:
+    """What the typed data says (its types as their encodeType, its domain and message
+    when they are of the pledge's types) and who signed it, if anyone."""
+    try:
+        digest = eip712.digest(typed_data)  # first: it checks every value against its type
+        types = eip712.struct_types(typed_data)
+        domain_type = eip712.encode_type(eip712.DOMAIN, types)
+        primary_type = eip712.encode_type(typed_data["primaryType"], types)
+    except eip712.MalformedTypedData as exc:
+        return pledge.Unreadable(str(exc))
+    domain, message = typed_data["domain"], typed_data["message"]
+    try:
+        signer: str | None = eip712.recover_digest(digest, bytes.fromhex(signature[2:]))
+        why_unsigned = ""
+    except ethereum.BadSignature as exc:
+        signer, why_unsigned = None, str(exc)
+    return pledge.Signed(
+        domain_type=domain_type, primary_type=primary_type,
+        domain=pledge.Domain(name=domain["name"], version=domain["version"],
+                             chain_id=eip712.integer(domain["chainId"]))
+        if domain_type == pledge.DOMAIN_TYPE else None,
+        terms=pledge.Terms(bounty_id=message["bountyId"], repository=message["repository"],
+                           issue_number=eip712.integer(message["issueNumber"]),
+                           denomination=message["denomination"],
+                           amount_base_units=eip712.integer(message["amountBaseUnits"]))
+        if primary_type == pledge.PLEDGE_TYPE else None,
+        signer=signer, why_unsigned=why_unsigned)
+
+
+def expected_of(data: BountySigned) -> pledge.Expected:
+    return pledge.Expected(
+        funder=data.funder_address.lower(), chain_id=data.chain_id,
+        terms=pledge.Terms(bounty_id=data.bounty_id, repository=data.repository,
+                           issue_number=data.issue_number, denomination=data.denomination,
+                           amount_base_units=int(data.amount_base_units)))
 
 
 def claim_of(data: TxSigned) -> Claim:
@@ -104,8 +157,8 @@ class Function(Edge[VerifySettings]):
             Record: self._verified, Again: self._verified, Reject: self._rejected}
 
     def routes(self) -> Mapping[str, Route[Any]]:
-        # bounty.signed joins this table with its model and handler (see NOT_BUILT_YET).
-        return {TX_SIGNED: Route(TxSigned, self.on_tx_signed)}
+        return {TX_SIGNED: Route(TxSigned, self.on_tx_signed),
+                BOUNTY_SIGNED: Route(BountySigned, self.on_bounty_signed)}
 
     def route_for(self, event_type: str) -> Route[Any]:
         if event_type in NOT_BUILT_YET:
@@ -124,6 +177,23 @@ class Function(Edge[VerifySettings]):
         if isinstance(decision, Record):  # Again and Reject write nothing but the inbox row
             await self._record(tx, decision.slot, claim, delivery.envelope)
         return self._answers[type(decision)](data, decision)
+
+    # -- bounty.signed ----------------------------------------------------------------------
+    async def on_bounty_signed(self, delivery: Delivery[BountySigned]) -> Reply:
+        # Nothing to record: the verdict depends on the event alone, and the edge's inbox
+        # (in the transaction it opened) answers a redelivery with the same bytes.
+        data = delivery.data
+        verdict = pledge.judge(expected_of(data), read_pledge(data.typed_data, data.signature),
+                               self.settings.chain_ids)
+        if isinstance(verdict, pledge.Funded):
+            # Echoed as the event spelled it (it matched): consumers join on it.
+            return Reply(BOUNTY_FUNDED, BountyFunded(bounty_id=data.bounty_id,
+                                                     funder_address=data.funder_address),
+                         subject=data.bounty_id)
+        return Reply(BOUNTY_REJECTED, BountyRejected(bounty_id=data.bounty_id,
+                                                     reason=verdict.reason,
+                                                     detail=verdict.detail),
+                     subject=data.bounty_id)
 
     @staticmethod
     def _verified(data: TxSigned, decision: Record | Again) -> Reply:

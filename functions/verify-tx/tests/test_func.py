@@ -386,13 +386,6 @@ async def test_given_data_failing_its_model_when_posted_then_400_naming_field(en
     assert response.json()["field"] == field
 
 
-async def test_given_bounty_signed_when_posted_then_501_not_built_yet(env):
-    event = cloudevent("dev.eventworks.bounty.signed", {"bounty_id": "b"})
-    response = await post_to(new(), event, env=env)
-    assert response.status_code == 501
-    assert "bounty" in response.json()["detail"]
-
-
 async def test_given_unknown_type_when_posted_then_400(env):
     response = await post_to(new(), cloudevent("dev.eventworks.tx.unknown", {}), env=env)
     assert response.status_code == 400
