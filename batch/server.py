@@ -187,15 +187,9 @@ async def serve(settings: ServerSettings) -> None:
 
 
 def main(env: Mapping[str, str]) -> int:
-    from eventing.settings import SettingsError
-
-    try:
-        settings = ServerSettings.from_env(env)
-    except SettingsError as exc:
-        logs.configure("batch-reader")
-        log.error("batch reader not started", extra={"error": str(exc)})
+    settings = logs.started("batch-reader", ServerSettings, env)
+    if settings is None:
         return 2
-    logs.configure("batch-reader", settings.log_level)
     import uvloop
 
     try:

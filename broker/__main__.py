@@ -17,7 +17,6 @@ import uvloop
 from broker import webhook
 from broker.ingress import Ingress, IngressSettings, StartupError
 from eventing import logs
-from eventing.settings import SettingsError
 
 log = logging.getLogger("broker")
 
@@ -49,13 +48,9 @@ async def _serve(ingress: Ingress, listen_address: str) -> None:
 
 
 def ingress_main() -> int:
-    try:
-        settings = IngressSettings.from_env(os.environ)
-    except SettingsError as exc:
-        logs.configure("broker")
-        log.error("broker not started", extra={"error": str(exc)})
+    settings = logs.started("broker", IngressSettings, os.environ)
+    if settings is None:
         return 2
-    logs.configure("broker", settings.log_level)
     ingress = Ingress(settings)
     try:
         ingress.start()

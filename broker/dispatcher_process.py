@@ -17,7 +17,7 @@ from broker import health
 from broker.dispatcher import Dispatcher
 from broker.manifests import ManifestError, Resolver, load
 from eventing import logs
-from eventing.settings import EnvSettings, SettingsError
+from eventing.settings import EnvSettings
 
 log = logging.getLogger("broker.dispatcher")
 
@@ -46,13 +46,9 @@ def function_resolver(env: Mapping[str, str]) -> Resolver:
 
 
 def main(env: Mapping[str, str]) -> int:
-    try:
-        settings = DispatcherSettings.from_env(env)
-    except SettingsError as exc:
-        logs.configure("dispatcher")
-        log.error("dispatcher not started", extra={"error": str(exc)})
+    settings = logs.started("dispatcher", DispatcherSettings, env)
+    if settings is None:
         return 2
-    logs.configure("dispatcher", settings.log_level)
     try:
         wiring = load(settings.knative_base, function_resolver(env))
         broker = wiring.broker(settings.name, settings.namespace)

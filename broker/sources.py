@@ -95,7 +95,7 @@ from broker.dispatcher_process import function_resolver
 from broker.ingress import FIRST, JSON_MEDIA_TYPE, sent_time, to_record
 from broker.manifests import Destination, KafkaSource, ManifestError, PingSource, Wiring, load
 from eventing import logs
-from eventing.settings import EnvSettings, SettingsError
+from eventing.settings import EnvSettings
 
 log = logging.getLogger("broker.sources")
 
@@ -662,13 +662,9 @@ class SourcesSettings(EnvSettings):
 
 
 def main(env: Mapping[str, str]) -> int:
-    try:
-        settings = SourcesSettings.from_env(env)
-    except SettingsError as exc:
-        logs.configure("sources")
-        log.error("sources not started", extra={"error": str(exc)})
+    settings = logs.started("sources", SourcesSettings, env)
+    if settings is None:
         return 2
-    logs.configure("sources", settings.log_level)
     try:
         wiring = load(settings.knative_base, function_resolver(env))
         sources = Sources(wiring, bootstrap=[

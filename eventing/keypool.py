@@ -28,12 +28,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import aetcd
 from Crypto.Cipher import AES
 
 from eventing import ethereum
+from eventing.etcd import first_endpoint
 
 DEFAULT_PREFIX = "/eventworks/keys/"
 CIPHER = "AES-256-GCM"
@@ -177,18 +177,6 @@ def open_record(kek: bytes, raw: bytes, address: str) -> SigningKey:
 
 
 # -- the pool in etcd --------------------------------------------------------------------
-def first_endpoint(endpoints: str) -> tuple[str, int] | None:
-    """(host, port) of the first of `http://host:port,…`, or None if it is not one."""
-    try:
-        first = urlsplit(endpoints.split(",")[0].strip())
-        port = first.port
-    except ValueError:  # a port that is not a number or out of range
-        return None
-    if first.scheme != "http" or not first.hostname or port is None:
-        return None
-    return first.hostname, port
-
-
 def client_for(endpoints: str, timeout: float = 10.0) -> aetcd.Client:
     """An etcd client for the first of ETCD_ENDPOINTS (aetcd speaks to one endpoint)."""
     endpoint = first_endpoint(endpoints)

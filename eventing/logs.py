@@ -12,9 +12,14 @@ import sys
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pythonjsonlogger.json import JsonFormatter
+
+if TYPE_CHECKING:
+    from eventing.settings import EnvSettings
+
+S = TypeVar("S", bound="EnvSettings")
 
 _event_fields: ContextVar[Mapping[str, str]] = ContextVar(
     "event_fields", default=MappingProxyType({}))
@@ -67,3 +72,18 @@ def bound(**fields: Any) -> Iterator[None]:
         yield
     finally:
         _event_fields.reset(token)
+
+
+def started(process: str, settings_type: type[S], env: Mapping[str, str]) -> S | None:
+    """A background process's settings, with its JSON logs configured at their level;
+    None, logged, when the environment does not describe a runnable process."""
+    from eventing.settings import SettingsError
+
+    try:
+        settings = settings_type.from_env(env)
+    except SettingsError as exc:
+        configure(process)
+        logging.getLogger(process).error(f"{process} not started", extra={"error": str(exc)})
+        return None
+    configure(process, getattr(settings, "log_level", "INFO"))
+    return settings

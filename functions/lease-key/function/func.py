@@ -18,13 +18,13 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn
-from urllib.parse import urlsplit
 
 import aetcd
 from pydantic import Field, field_validator
 
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, NotFound, Unavailable
+from eventing.etcd import first_endpoint
 from eventing.events import (
     KEY_LEASE,
     KEY_LEASED,
@@ -86,18 +86,6 @@ class LeaseKeySettings(Settings):
         if endpoint is None:  # pragma: no cover - the validator refused it
             raise ValueError("ETCD_ENDPOINTS")
         return endpoint
-
-
-def first_endpoint(endpoints: str) -> tuple[str, int] | None:
-    """(host, port) of the first of `http://host:port,…`, or None if it is not one."""
-    try:
-        first = urlsplit(endpoints.split(",")[0].strip())
-        port = first.port
-    except ValueError:  # a port that is not a number or out of range
-        return None
-    if first.scheme != "http" or not first.hostname or port is None:
-        return None
-    return first.hostname, port
 
 
 def now() -> datetime:

@@ -29,6 +29,7 @@ from eventing import ethereum, keypool
 from eventing.denominations import DEFAULT_REGISTRY, Registry
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, InvalidEvent, Unavailable
+from eventing.etcd import first_endpoint
 from eventing.events import (
     PAYOUT_REQUESTED,
     TX_SIGN_REQUESTED,
@@ -92,7 +93,7 @@ class SignTxSettings(Settings):
     @field_validator("etcd_endpoints")
     @classmethod
     def _http_endpoint(cls, value: str) -> str:
-        if keypool.first_endpoint(value) is None:
+        if first_endpoint(value) is None:
             raise ValueError("must be http://host:port[,…] (the first one is used)")
         return value
 
