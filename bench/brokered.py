@@ -37,7 +37,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,8 @@ from bench.processes import BenchFailure, Served, serve, stop
 from bench.subjects import Subject
 from bench.subscriber import Subscriber
 from broker.dispatcher import Dispatcher, broker_topic
+from broker.filters import Everything
+from broker.manifests import DeliverySpec, Destination, Trigger
 from stack import services
 from stack.layout import Layout
 from stack.processes import free_port
@@ -75,47 +77,6 @@ TARGET_EVENTS_PER_SECOND = 1000.0
 VIA_BROKER = "via broker"
 DIRECT = "direct to subscriber"
 DIRECT_BARE = "direct to bare"
-
-
-# -- the one Trigger: everything to the subscriber, no retries ------------------------
-
-@dataclass(frozen=True)
-class Verdict:
-    matched: bool = True
-
-
-@dataclass(frozen=True)
-class MatchAll:
-    def match(self, event: Mapping[str, str], /) -> Verdict:
-        return Verdict()
-
-
-@dataclass(frozen=True)
-class Destination:
-    uri: str | None = None
-    kafka_topic: str | None = None
-    broker: str | None = None
-    describe: str = ""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    retry: int = 0
-    backoff_policy: str = "linear"
-    backoff_delay: float = 0.0
-    timeout: float | None = 5.0
-    dead_letter_sink: Destination | None = None
-
-
-@dataclass(frozen=True)
-class Trigger:
-    name: str
-    namespace: str
-    broker: str
-    subscriber: Destination
-    filter: MatchAll = field(default_factory=MatchAll)
-    delivery: Delivery = field(default_factory=Delivery)
-    ordered: bool = False
 
 
 # -- the private broker -----------------------------------------------------------------
@@ -185,8 +146,12 @@ def private_broker(layout: Layout, stack_env: Mapping[str, str], subscriber_url:
         served_like_stack, name="bench-ingress",
         env={**served_like_stack.env, "BROKER_NAMESPACE": NAMESPACE, "BROKER_NAME": name,
              "BROKER_PARTITIONS": str(PARTITIONS)})
+    # The one Trigger: everything to the subscriber, no retries (the real manifest types).
     trigger = Trigger(name=f"{name}-subscriber", namespace=NAMESPACE, broker=name,
-                      subscriber=Destination(uri=subscriber_url, describe=subscriber_url))
+                      filter=Everything("no filter"),
+                      subscriber=Destination(uri=subscriber_url, describe=subscriber_url),
+                      delivery=DeliverySpec(retry=0, timeout=5.0), ordered=False,
+                      file=Path(__file__))
     dispatcher = Dispatcher([trigger], bootstrap=bootstrap, namespace=NAMESPACE, broker=name,
                             partitions=PARTITIONS)
     topic = broker_topic(NAMESPACE, name)
