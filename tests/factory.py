@@ -113,3 +113,15 @@ async def assert_not_built(function: Any) -> None:
     response = await post_to(function, body=b"hello", headers={"content-type": "text/plain"})
     assert response.status_code == 400
     assert response.json()["field"] == "content-type"
+
+
+async def probed_ready(client: httpx.AsyncClient, attempts: int = 100) -> httpx.Response:
+    """/health/readiness, asked until it answers 200 (stores open in the background)."""
+    import asyncio
+
+    for _ in range(attempts):
+        response = await client.get("/health/readiness")
+        if response.status_code == 200:
+            break
+        await asyncio.sleep(0.05)
+    return response

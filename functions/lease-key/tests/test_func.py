@@ -16,7 +16,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from eventing.settings import SettingsError
 from function import new
 from stack import keys
-from tests.factory import cloudevent, post_to, served
+from tests.factory import cloudevent, post_to, probed_ready, served
 
 pytestmark = pytest.mark.stack
 
@@ -337,12 +337,7 @@ async def test_given_etcd_down_when_leased_then_503_with_retry_after(unused_port
 
 async def test_given_started_function_when_probed_then_ready_once_etcd_answers(env):
     async with served(new(), env) as client:
-        for _ in range(100):
-            response = await client.get("/health/readiness")
-            if response.status_code == 200:
-                break
-            await asyncio.sleep(0.05)
-        assert response.status_code == 200
+        assert (await probed_ready(client)).status_code == 200
         assert (await client.get("/health/liveness")).status_code == 200
 
 

@@ -10,7 +10,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from function import new
 from function.func import bounty_id
-from tests.factory import cloudevent, github, issue_comment, post_to, served
+from tests.factory import cloudevent, github, issue_comment, post_to, probed_ready, served
 
 pytestmark = pytest.mark.stack
 
@@ -160,13 +160,6 @@ async def test_given_database_down_when_posted_then_503_with_retry_after(unused_
 
 
 async def test_given_started_function_when_probed_then_ready_after_database_opens(env):
-    function = new()
-    async with served(function, env) as client:
-        for _ in range(100):
-            response = await client.get("/health/readiness")
-            if response.status_code == 200:
-                break
-            import asyncio
-            await asyncio.sleep(0.05)
-        assert response.status_code == 200
+    async with served(new(), env) as client:
+        assert (await probed_ready(client)).status_code == 200
         assert (await client.get("/health/liveness")).status_code == 200

@@ -24,7 +24,7 @@ from eventing.denominations import DEFAULT_REGISTRY
 from eventing.settings import SettingsError
 from function import new
 from function.func import Function
-from tests.factory import Event, cloudevent, served
+from tests.factory import Event, cloudevent, probed_ready, served
 
 pytestmark = pytest.mark.stack
 
@@ -455,9 +455,4 @@ async def test_given_bad_settings_when_started_then_start_fails_naming_it_not_it
 
 async def test_given_started_when_probed_then_ready_once_database_and_etcd_answer(env):
     async with served(new(), env) as client:
-        for _ in range(100):
-            response = await client.get("/health/readiness")
-            if response.status_code == 200:
-                break
-            await asyncio.sleep(0.05)
-    assert response.status_code == 200
+        assert (await probed_ready(client)).status_code == 200
