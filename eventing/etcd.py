@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
 from urllib.parse import urlsplit
+
+from pydantic import AfterValidator
 
 
 def first_endpoint(endpoints: str) -> tuple[str, int] | None:
@@ -16,3 +19,13 @@ def first_endpoint(endpoints: str) -> tuple[str, int] | None:
     if first.scheme != "http" or not first.hostname or port is None:
         return None
     return first.hostname, port
+
+
+def _usable(value: str) -> str:
+    if first_endpoint(value) is None:
+        raise ValueError("must be http://host:port[,…] (the first one is used)")
+    return value
+
+
+# ETCD_ENDPOINTS as a settings field: refused at start unless its first entry is usable.
+Endpoints = Annotated[str, AfterValidator(_usable)]

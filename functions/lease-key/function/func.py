@@ -20,8 +20,9 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 
 import aetcd
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from eventing import etcd
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, NotFound, Unavailable
 from eventing.etcd import first_endpoint
@@ -67,18 +68,11 @@ ATTEMPTS = 8
 
 class LeaseKeySettings(Settings):
     # http://host:port[,…]; aetcd speaks to one endpoint: the first.
-    etcd_endpoints: str = Field(alias="ETCD_ENDPOINTS")
+    etcd_endpoints: etcd.Endpoints = Field(alias="ETCD_ENDPOINTS")
     # Tests give every case a prefix of its own; a cluster keeps the default.
     etcd_prefix: str = Field(default="/eventworks/keys/", alias="ETCD_PREFIX",
                              pattern=r"^/eventworks/([A-Za-z0-9._-]+/)+$")
     etcd_timeout_seconds: float = Field(default=5.0, alias="ETCD_TIMEOUT_SECONDS", gt=0, le=60)
-
-    @field_validator("etcd_endpoints")
-    @classmethod
-    def _http_endpoint(cls, value: str) -> str:
-        if first_endpoint(value) is None:
-            raise ValueError("must be http://host:port[,…] (the first one is used)")
-        return value
 
     @property
     def etcd_host_port(self) -> tuple[str, int]:

@@ -25,11 +25,10 @@ import aetcd
 from psycopg import AsyncConnection
 from pydantic import Field, SecretStr, field_validator
 
-from eventing import ethereum, keypool
+from eventing import etcd, ethereum, keypool
 from eventing.denominations import DEFAULT_REGISTRY, Registry
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, InvalidEvent, Unavailable
-from eventing.etcd import first_endpoint
 from eventing.events import (
     PAYOUT_REQUESTED,
     TX_SIGN_REQUESTED,
@@ -67,7 +66,7 @@ def default_worker_id() -> str:
 
 
 class SignTxSettings(Settings):
-    etcd_endpoints: str = Field(alias="ETCD_ENDPOINTS")
+    etcd_endpoints: etcd.Endpoints = Field(alias="ETCD_ENDPOINTS")
     etcd_prefix: str = Field(default=keypool.DEFAULT_PREFIX, alias="ETCD_PREFIX",
                              pattern=r"^/eventworks/([A-Za-z0-9._-]+/)+$")
     etcd_timeout_seconds: float = Field(default=5.0, alias="ETCD_TIMEOUT_SECONDS", gt=0, le=60)
@@ -89,13 +88,6 @@ class SignTxSettings(Settings):
     payout_max_fee_per_gas: int = Field(default=50 * GWEI, alias="PAYOUT_MAX_FEE_PER_GAS", ge=0)
     payout_max_priority_fee_per_gas: int = Field(
         default=2 * GWEI, alias="PAYOUT_MAX_PRIORITY_FEE_PER_GAS", ge=0)
-
-    @field_validator("etcd_endpoints")
-    @classmethod
-    def _http_endpoint(cls, value: str) -> str:
-        if first_endpoint(value) is None:
-            raise ValueError("must be http://host:port[,…] (the first one is used)")
-        return value
 
     @field_validator("key_encryption_key")
     @classmethod
