@@ -233,3 +233,191 @@ class BountyRejected(Model):
     reason: BountyRejectReason
     detail: str = ""
 
+
+
+# -- bounty lifecycle (parse-comment → link-identity, verify-tx, the signing page) ----------
+GITHUB_ISSUES = "dev.knative.source.github.issues"
+GITHUB_PULL_REQUEST = "dev.knative.source.github.pull_request"
+BOUNTY_UPDATED = "dev.eventworks.bounty.updated"
+BOUNTY_CANCELLED = "dev.eventworks.bounty.cancelled"
+BOUNTY_CLAIMED = "dev.eventworks.bounty.claimed"
+
+# GitHub logins: alphanumerics and single hyphens, at most 39; apps end in "[bot]".
+Login = Annotated[str, StringConstraints(
+    pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?$")]
+
+
+class BountyUpdated(BountyRequested):
+    """The bounty after an edit of its source (same `bounty_id`, the new terms)."""
+
+
+class BountyCancelled(Model):
+    bounty_id: str
+    repository: RepositoryName
+    issue_number: int = Field(gt=0)
+    reason: str = ""
+
+
+class BountyClaimed(Model):
+    """A merged pull request closed a funded bounty's issue: pay `solver_login`.
+
+    It carries the terms link-identity needs for the payout, because link-identity cannot
+    read parse-comment's records."""
+
+    bounty_id: str
+    repository: RepositoryName
+    issue_number: int = Field(gt=0)
+    solver_login: Login
+    solver_id: int
+    pull_request: int = Field(gt=0)
+    pull_request_url: str = ""
+    denomination: str
+    amount: DecimalString
+    amount_base_units: BaseUnits
+    decimals: int = Field(ge=0)
+
+
+def bounty_payout_id(bounty_id: str) -> str:
+    """The payout (and so the transaction request) id of a bounty: one payout per bounty,
+    whoever asks twice. parse-comment finds the bounty of a `tx.verified` by it."""
+    return f"bounty:{bounty_id}"
+
+
+# -- identity (parse-comment /link → link-identity ↔ signing page) -------------------------
+IDENTITY_LINK_STARTED = "dev.eventworks.identity.link.started"
+IDENTITY_CHALLENGED = "dev.eventworks.identity.challenged"
+IDENTITY_LINK = "dev.eventworks.identity.link"
+IDENTITY_LINKED = "dev.eventworks.identity.linked"
+IDENTITY_MISSING = "dev.eventworks.identity.missing"
+
+
+class IssueRef(Model):
+    """Where on GitHub a conversation happens, so that the answer lands there."""
+
+    repository: RepositoryName
+    issue_number: int = Field(gt=0)
+
+
+class IdentityLinkStarted(Model):
+    github_login: Login
+    github_id: int
+    address: Address
+    where: IssueRef | None = None
+
+
+class IdentityChallenged(Model):
+    github_login: Login
+    address: Address
+    message: str  # the EIP-4361 text to sign
+    expires_at: AwareDatetime
+    sign_url: str
+    where: IssueRef | None = None
+
+
+class IdentityLink(Model):
+    message: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    signature: Signature
+
+
+class IdentityLinked(Model):
+    github_login: Login
+    github_id: int | None = None
+    address: Address
+    where: IssueRef | None = None
+
+
+class IdentityMissing(Model):
+    """No linked address for `github_login`: the payout `ref` waits for a link."""
+
+    github_login: Login
+    reason: str
+    ref: str
+    where: IssueRef | None = None
+
+
+# -- todo (client → todo-crud; its facts → accrue-payment) -----------------------------------
+TODO_RESULT = "dev.eventworks.todo.result"
+TODO_LIST_CREATED = "dev.eventworks.todo.list.created"
+TODO_LIST_RENAMED = "dev.eventworks.todo.list.renamed"
+TODO_LIST_DELETED = "dev.eventworks.todo.list.deleted"
+TODO_TASK_CREATED = "dev.eventworks.todo.task.created"
+TODO_TASK_UPDATED = "dev.eventworks.todo.task.updated"
+TODO_TASK_ASSIGNED = "dev.eventworks.todo.task.assigned"
+TODO_TASK_COMPLETED = "dev.eventworks.todo.task.completed"
+TODO_TASK_REOPENED = "dev.eventworks.todo.task.reopened"
+TODO_TASK_DELETED = "dev.eventworks.todo.task.deleted"
+
+# A user is the `authid` a trusted edge set from a verified token's subject.
+UserId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,200}$")]
+SignedDecimalString = Annotated[
+    str, StringConstraints(pattern=r"^(0|-?[1-9][0-9]*(\.[0-9]*[1-9])?|-?0\.[0-9]*[1-9])$")]
+
+
+class TodoList(Model):
+    """A list as todo-crud publishes it (in results and `todo.list.*` facts)."""
+
+    list_id: str
+    owner: UserId
+    title: str
+    version: int = Field(ge=1)
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+class TodoTask(Model):
+    """A task after a change. Every `todo.task.*` fact carries the whole task, its price
+    included, so a consumer needs no earlier fact to act on a later one."""
+
+    task_id: str
+    list_id: str
+    owner: UserId
+    title: str
+    notes: str = ""
+    status: Literal["open", "done"]
+    assignee: UserId | None = None
+    assign_fee: DecimalString
+    reward: DecimalString
+    denomination: str
+    decimals: int = Field(ge=0)
+    version: int = Field(ge=1)
+    actor: UserId
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+
+
+# -- accounting (accrue-payment) -------------------------------------------------------------
+ACCOUNTING_BALANCE_GET = "dev.eventworks.accounting.balance.get"
+ACCOUNTING_BALANCE = "dev.eventworks.accounting.balance"
+ACCOUNTING_PAYOUT_DUE = "dev.eventworks.accounting.payout.due"
+PING = "dev.knative.sources.ping"
+
+
+class BalanceGet(Model):
+    user: UserId | None = None  # None: the caller's own balance
+
+
+class LedgerEntry(Model):
+    entry_id: str
+    at: AwareDatetime
+    kind: str
+    amount: SignedDecimalString  # + credits the user, - debits them
+    ref: str
+
+
+class Balance(Model):
+    user: UserId
+    balance: SignedDecimalString
+    denomination: str
+    entries: list[LedgerEntry]
+
+
+class PayoutDue(Model):
+    """The daily close moved a positive balance into a payout (→ link-identity)."""
+
+    payout_id: RequestId
+    user: UserId
+    denomination: str
+    amount: DecimalString
+    amount_base_units: BaseUnits
+    decimals: int = Field(ge=0)
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
