@@ -78,6 +78,10 @@ class Envelope:
     subject: str | None
     time: datetime | None
     traceparent: str | None
+    # CloudEvents Auth Context: who acts. Only a trusted edge sets these (the broker
+    # ingress after verifying a bearer token); the ingress drops any a client sent.
+    authtype: str | None = None
+    authid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,8 @@ def envelope_of(event: BaseCloudEvent) -> Envelope:
 
     return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
                     subject=event.get_subject(), time=event.get_time(),
-                    traceparent=text("traceparent"))
+                    traceparent=text("traceparent"), authtype=text("authtype"),
+                    authid=text("authid"))
 
 
 class Edge(Generic[S]):
