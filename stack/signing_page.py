@@ -26,7 +26,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ class SigningPage:
         self.broker_url = broker_url
         self.client = client or httpx.AsyncClient(timeout=FORWARD_TIMEOUT_SECONDS)
 
-    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Receive,
+                       send: Send) -> None:
         if scope["type"] == "lifespan":
             await lifespan(receive, send)
             await self.client.aclose()
@@ -126,7 +127,7 @@ class SigningPage:
         headers = {**PAGE_HEADERS, "content-type": CONTENT_TYPES[match.group(1)]}
         await send_response(send, 200, headers, b"" if head else body)
 
-    async def forward(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    async def forward(self, scope: Mapping[str, Any], receive: Receive, send: Send) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1")
                    for k, v in scope.get("headers", [])}
         if headers.get("content-type", "").split(";")[0].strip().lower() != STRUCTURED:
