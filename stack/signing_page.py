@@ -24,7 +24,6 @@ import asyncio
 import logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
@@ -52,6 +51,7 @@ from eventing.wire import (
     problem,
     send_response,
 )
+from stack import asgi_server
 
 log = logging.getLogger("stack.signing_page")
 
@@ -168,24 +168,6 @@ class SigningPage:
 
 # -- the process ---------------------------------------------------------------------------
 
-async def serve(app: SigningPage, listen_address: str) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [listen_address]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 2.0
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("signing page listening", extra={"url": f"http://{listen_address}"})
-    framework: Any = app
-    await hypercorn_serve(framework, config, shutdown_trigger=stop.wait, mode="asgi")
-
-
 def main() -> int:
     from eventing import logs
 
@@ -198,7 +180,8 @@ def main() -> int:
                   extra={"listen_address": listen_address, "broker_url": broker_url})
         return 2
     folder = Path(os.environ.get("SIGNING_PAGE_DIR", str(ROOT / "signing-page")))
-    asyncio.run(serve(SigningPage(folder, broker_url), listen_address))
+    asyncio.run(asgi_server.serve(SigningPage(folder, broker_url), listen_address, log,
+                                  "signing page"))
     return 0
 
 
