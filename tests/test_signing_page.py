@@ -269,6 +269,37 @@ def test_given_no_wallet_when_signing_then_the_page_says_so(stack_env, context):
     assert session.posts == []
 
 
+@pytest.fixture(scope="module")
+def blank_page(browser: Browser, stack_env: Mapping[str, str]) -> Iterator[Page]:
+    """The page with no request in its link: its modules, to call on plain values."""
+    page = browser.new_page()
+    page.goto(stack_env["SIGNING_PAGE_URL"])
+    yield page
+    page.close()
+
+
+@pytest.mark.parametrize(("amount", "decimals", "base_units"), [
+    ("0.5", 18, "500000000000000000"),
+    ("100", 6, "100000000"),
+    ("0", 0, "0"),
+    ("0.000001", 6, "1"),
+    ("123456789012345678901234567890.123456", 6, "123456789012345678901234567890123456"),
+    ("1.1234567", 6, None),
+])
+def test_given_an_amount_when_the_page_converts_it_then_its_base_units_are_exact(
+        blank_page, amount, decimals, base_units):
+    converted = blank_page.evaluate(
+        "async ([amount, decimals]) => (await import('./signing.js'))"
+        ".baseUnitsOf(amount, decimals)", [amount, decimals])
+
+    assert converted == base_units
+
+
+def test_given_a_link_with_nothing_to_sign_when_it_loads_then_the_page_says_so(blank_page):
+    assert blank_page.locator("#nothing").is_visible()
+    assert blank_page.get_by_role("button").count() == 0
+
+
 # -- signing -------------------------------------------------------------------------------
 def test_given_a_pledge_when_the_funder_signs_then_verify_tx_funds_the_bounty(
         stack_env, context, watch):
