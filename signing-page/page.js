@@ -10,6 +10,19 @@ const $ = (id) => document.getElementById(id);
 // A step that failed, with what the user should read.
 class Failure extends Error {}
 
+// The signed event could not be delivered, but may be later: the next click sends the
+// same event (same id, so the broker's consumers see one event) without signing again.
+class NotDelivered extends Failure {
+  constructor(message, event, done) {
+    super(message);
+    this.event = event;
+    this.done = done;
+  }
+}
+
+// Statuses worth sending the same event again for (the Knative data plane's retryable ones).
+const RETRYABLE = new Set([404, 408, 409, 429, 500, 502, 503, 504]);
+
 // EIP-1193 and EIP-1474 error codes a wallet answers with, in the user's words.
 const WALLET_ERRORS = {
   4001: "You refused the request in your wallet. Nothing was sent.",
@@ -58,7 +71,8 @@ async function ensureChain(wallet, wanted) {
   if ((await chainOf(wallet)) !== wanted) throw new Failure(wrong);
 }
 
-async function post(event) {
+// Sends the signed event; `done` is what the user reads once it is delivered.
+async function deliver(event, done) {
   let answer;
   try {
     answer = await fetch(EVENTS_PATH, {
@@ -67,9 +81,10 @@ async function post(event) {
       body: JSON.stringify(event),
     });
   } catch {
-    throw new Failure("Signed, but the server could not be reached. Try again.");
+    throw new NotDelivered("Signed, but the server could not be reached. " +
+      "Press the button again to send it again.", event, done);
   }
-  if (answer.ok) return;
+  if (answer.ok) return done;
   let detail = "";
   try {
     const problem = await answer.json();
@@ -77,7 +92,11 @@ async function post(event) {
   } catch {
     // not a problem document: the status says enough
   }
-  throw new Failure(`Signed, but the broker refused the event (${answer.status})${detail}`);
+  const refused = `Signed, but the broker refused the event (${answer.status})${detail}`;
+  if (RETRYABLE.has(answer.status)) {
+    throw new NotDelivered(`${refused}. Press the button again to send it again.`, event, done);
+  }
+  throw new Failure(refused);
 }
 
 async function signPledge(wallet, pledge) {
@@ -86,9 +105,8 @@ async function signPledge(wallet, pledge) {
   const typed = signing.typedData(pledge);
   const signature = await ask(wallet, "eth_signTypedData_v4", [funder, JSON.stringify(typed)]);
   const event = signing.bountySigned(pledge, funder, typed, signature);
-  await post(event);
-  return `Pledge signed by ${funder} and sent (event ${event.id}). ` +
-    "The bounty comment on GitHub will say when it is funded.";
+  return deliver(event, `Pledge signed by ${funder} and sent (event ${event.id}). ` +
+    "The bounty comment on GitHub will say when it is funded.");
 }
 
 async function signLink(wallet, message) {
@@ -100,9 +118,8 @@ async function signLink(wallet, message) {
   }
   const signature = await ask(wallet, "personal_sign", [signing.hexOfText(message), signer]);
   const event = signing.identityLink(message, signer, signature);
-  await post(event);
-  return `Message signed by ${signer} and sent (event ${event.id}). ` +
-    "GitHub will say when your account is linked.";
+  return deliver(event, `Message signed by ${signer} and sent (event ${event.id}). ` +
+    "GitHub will say when your account is linked.");
 }
 
 function showPledge(pledge) {
@@ -137,25 +154,34 @@ function start() {
   if (sign === null) return;
 
   const button = $("sign");
+  let undelivered = null; // a NotDelivered: its event is sent again, not signed again
   button.hidden = false;
   button.addEventListener("click", async () => {
     $("status").textContent = "";
     $("error").textContent = "";
     const wallet = window.ethereum;
-    if (!wallet || typeof wallet.request !== "function") {
+    if (undelivered === null && (!wallet || typeof wallet.request !== "function")) {
       $("error").textContent = "No browser wallet found. Install or enable one and reload.";
       return;
     }
     button.disabled = true;
     button.setAttribute("aria-busy", "true");
-    $("status").textContent = "Waiting for your wallet…";
+    document.body.dataset.state = "busy";
+    $("status").textContent = undelivered === null ? "Waiting for your wallet…" : "Sending…";
     try {
-      $("status").textContent = await sign(wallet);
+      $("status").textContent = undelivered === null
+        ? await sign(wallet)
+        : await deliver(undelivered.event, undelivered.done);
+      undelivered = null;
       button.textContent = "Signed";
       document.body.dataset.state = "sent";
     } catch (error) {
       $("status").textContent = "";
       $("error").textContent = error instanceof Failure ? error.message : `Failed: ${error}`;
+      if (error instanceof NotDelivered) {
+        undelivered = error;
+        button.textContent = "Send again";
+      }
       button.disabled = false;
       document.body.dataset.state = "failed";
     } finally {

@@ -161,9 +161,9 @@ def open_page(context: BrowserContext, url: str, wallet: Wallet | None) -> Sessi
     return Session(page, posts)
 
 
-def sign_and_wait(session: Session) -> str:
+def sign_and_wait(session: Session, button: str = "Connect wallet and sign") -> str:
     """Click the button; the page's final state, `sent` or `failed`."""
-    session.page.get_by_role("button", name="Connect wallet and sign").click()
+    session.page.get_by_role("button", name=button).click()
     session.page.wait_for_selector("body[data-state=sent], body[data-state=failed]")
     return str(session.page.evaluate("document.body.dataset.state"))
 
@@ -425,3 +425,21 @@ def test_given_an_event_the_server_refuses_when_posted_then_the_page_shows_the_r
     assert "the broker refused the event (400)" in alert
     assert "data.signature" in alert
     assert len(session.posts) == 1
+
+
+def test_given_the_server_unreachable_when_sent_again_then_the_same_event_arrives_signed_once(
+        stack_env, context, watch):
+    wallet = Wallet()
+    bounty_id = f"page-{uuid.uuid4()}"
+    session = open_page(context, pledge_url(stack_env, bounty_id), wallet)
+    session.page.route("**/events", lambda route: route.abort("connectionrefused"))
+
+    assert sign_and_wait(session) == "failed"
+    assert "could not be reached" in session.page.get_by_role("alert").inner_text()
+    session.page.unroute("**/events")
+    assert sign_and_wait(session, button="Send again") == "sent"
+
+    signed = wait_for(watch, {"signed": of_bounty("dev.eventworks.bounty.signed", bounty_id)})
+    assert [called for called, _ in wallet.calls].count("eth_signTypedData_v4") == 1
+    first, again = (json.loads(post.post_data or "{}")["id"] for post in session.posts)
+    assert first == again == signed["signed"].id
