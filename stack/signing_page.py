@@ -81,6 +81,7 @@ PAGE_HEADERS: Mapping[str, str] = {
     "cache-control": "no-cache",
 }
 PROBLEM = {"content-type": "application/problem+json"}
+RETRY_AFTER = {"retry-after": "1"}
 STATUS: Mapping[type[EventworksError], int] = {
     InvalidEvent: 400, MethodNotAllowed: 405, NotFound: 404, Unavailable: 503,
 }
@@ -106,6 +107,8 @@ class SigningPage:
         path, method = scope.get("path", "/"), scope.get("method", "GET")
         try:
             if path == "/events":
+                if method != "POST":
+                    raise MethodNotAllowed("events are sent with POST", field="method")
                 await self.forward(scope, receive, send)
             elif path in ("/health/readiness", "/health/liveness"):
                 await send_response(send, 200, {"content-type": "text/plain"}, b"OK")
@@ -114,8 +117,9 @@ class SigningPage:
             else:
                 raise MethodNotAllowed("the page's files are read with GET", field="method")
         except EventworksError as exc:
-            await send_response(send, status_of(exc), PROBLEM,
-                                problem(status_of(exc), exc, event_id=None))
+            status = status_of(exc)
+            headers = {**PROBLEM, **RETRY_AFTER} if status == 503 else PROBLEM
+            await send_response(send, status, headers, problem(status, exc, event_id=None))
 
     async def file(self, path: str, send: Send, *, head: bool) -> None:
         name = "index.html" if path == "/" else path.removeprefix("/")

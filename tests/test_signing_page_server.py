@@ -95,6 +95,7 @@ async def test_given_the_broker_down_when_an_event_is_posted_then_503(unused_por
                                  headers=STRUCTURED)
 
         assert answer.status_code == 503
+        assert answer.headers["retry-after"] == "1"
         assert answer.json()["type"] == "urn:eventworks:problem:unavailable"
 
 
@@ -121,3 +122,10 @@ async def test_given_a_post_to_a_file_when_sent_then_405(page):
     answer = await page.post("/index.html", content=b"x")
 
     assert answer.status_code == 405
+
+
+async def test_given_a_get_of_events_when_sent_then_405(page):
+    answer = await page.get("/events")
+
+    assert answer.status_code == 405
+    assert answer.json()["field"] == "method"
