@@ -43,7 +43,7 @@ BATCH_SCHEMA = "batch"
 # What the local stack's sign-tx signs for (the seed job asks for chain id 1 too).
 SIGNING_CHAIN_ID = "1"
 # parse-comment's GitHub credential locally: the stand-in accepts any token.
-DEV_GITHUB_TOKEN = "ghs_local_stand_in_token"
+DEV_GITHUB_TOKEN = "ghs_local_stand_in_token"  # noqa: S105 - not a secret
 # Keys of the development pool made at `up` when the embedded etcd has none.
 DEV_POOL_KEYS = 4
 DATABASE = "eventworks"
