@@ -216,11 +216,18 @@ class Function(Edge[ParseCommentSettings]):
         self._bot = Bot(settings.github_api_url, settings.credentials,
                         timeout=settings.github_timeout_seconds)
 
+    def stop(self) -> None:
+        self._close_bot()
+        super().stop()
+
     async def aclose(self) -> None:
+        self._close_bot()
+        await super().aclose()
+
+    def _close_bot(self) -> None:
         if self._bot is not None:
             self._bot.close()
             self._bot = None
-        await super().aclose()
 
     @property
     def bot(self) -> Bot:
