@@ -365,6 +365,25 @@ async def test_given_claimed_bounty_when_a_second_pr_merges_then_reported_not_cl
     assert "already claimed by #2" in comments[1]["body"]
 
 
+async def test_given_a_merge_closing_two_funded_bounties_when_posted_then_first_claimed_in_the_reply_the_other_recorded_and_said(  # noqa: E501
+        env, gh):
+    repo = Repo()
+    async with served(new(), env) as client:
+        _, first = reply_of(await send(client, repo.event("issue_comment.created.bounty.json")))
+        _, second = reply_of(await send(client, repo.event(
+            "issue_comment.created.pr.json", "$DAI:3$", issue__number=1,
+            issue__pull_request=None)))
+        await send(client, funded(first))
+        await send(client, funded(second))
+        kind, claimed = reply_of(await send(client, repo.event(
+            "pull_request.closed.merged.json")))
+    assert (kind, claimed["bounty_id"]) == ("dev.eventworks.bounty.claimed", first["bounty_id"])
+    bodies = [c["body"] for c in await gh.comments(repository=repo.full_name)]
+    assert len(bodies) == 2
+    assert all("claimed by @contributor-jane" in b for b in bodies)
+    assert "its payout is not requested yet" in bodies[1]
+
+
 async def test_given_rejected_pledge_and_rejected_payout_when_posted_then_noted(env, gh):
     repo = Repo()
     async with served(new(), env) as client:
