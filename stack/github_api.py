@@ -12,6 +12,7 @@ parses them:
     GET    /repos/{owner}/{repo}/issues/comments/{id}
     PATCH  /repos/{owner}/{repo}/issues/comments/{id}        {"body": ...} → 200
     DELETE /repos/{owner}/{repo}/issues/comments/{id}        → 204
+    POST   /app/installations/{id}/access_tokens             (Bearer <app JWT>) → 201
 
 The same routes answer under `/api/v3` (a GitHub Enterprise style base URL).
 Every repository and issue exists (open, made up from its name); comments are
@@ -25,20 +26,27 @@ For tests: `GET /_stand-in/comments` lists every comment ever posted (optionally
 and history of earlier bodies, including deleted ones; `DELETE /_stand-in/comments`
 forgets them (ids keep counting up, so a stale id never names a new comment).
 `GET /health/readiness` and `/health/liveness` answer 200.
+
+A GitHub App authenticates with a JWT (RS256, signed with the app's private key, `iss` =
+the app id) to get an installation token; the stand-in checks the JWT's shape and claims
+(not its signature: it does not know the app's public key), answers with a fresh token,
+and lists what it issued at `GET /_stand-in/installation-tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 import re
+import secrets
 import sys
 import zlib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -65,6 +73,7 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("comment", re.compile(
         rf"^/repos/(?P<owner>{NAME})/(?P<repo>{NAME})/issues/comments/(?P<id>\d+)$")),
 ]
+INSTALLATION_TOKEN = re.compile(r"^/app/installations/(?P<id>\d+)/access_tokens$")
 
 
 class HTTPError(Exception):
@@ -119,6 +128,7 @@ class GitHubStandIn:
 
     def __init__(self) -> None:
         self.comments: dict[int, Comment] = {}
+        self.installation_tokens: list[dict[str, Any]] = []
         self._next_id = 1
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -145,6 +155,11 @@ class GitHubStandIn:
             if method == "DELETE":
                 self.comments.clear()
                 return 200, {"deleted": "all"}, {}
+        if path == "/_stand-in/installation-tokens" and method == "GET":
+            return 200, self.installation_tokens, {}
+        installation = INSTALLATION_TOKEN.match(path)
+        if installation is not None and method == "POST":
+            return 201, self._installation_token(request, int(installation["id"])), {}
         for name, pattern in ROUTES:
             match = pattern.match(path)
             if match is not None:
@@ -179,6 +194,17 @@ class GitHubStandIn:
                 log.info("comment deleted", extra={"comment_id": comment.id})
                 return 204, None, {}
         raise HTTPError(*NOT_FOUND)
+
+    def _installation_token(self, request: Request, installation_id: int) -> dict[str, Any]:
+        app_id = _app_jwt_issuer(request.headers)
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        token = f"ghs_standin{secrets.token_hex(16)}"
+        self.installation_tokens.append({"app_id": app_id, "installation_id": installation_id,
+                                         "expires_at": _timestamp(expires)})
+        log.info("installation token issued", extra={"installation_id": installation_id})
+        return {"token": token, "expires_at": _timestamp(expires), "permissions": {
+            "issues": "write", "pull_requests": "read", "metadata": "read"},
+            "repository_selection": "all"}
 
     # -- state ----------------------------------------------------------------------------
     def _create(self, owner: str, repo: str, number: int, body: str) -> Comment:
@@ -309,6 +335,24 @@ def _authorize(headers: Mapping[str, str]) -> None:
     scheme, _, credential = value.partition(" ")
     if scheme.lower() not in ("token", "bearer", "basic") or not credential.strip():
         raise HTTPError(401, "Bad credentials")
+
+
+def _app_jwt_issuer(headers: Mapping[str, str]) -> str:
+    """The app id of a well-formed app JWT (RS256, iss, iat < exp), else 401 as GitHub."""
+    scheme, _, credential = headers.get("authorization", "").strip().partition(" ")
+    parts = credential.strip().split(".")
+    if scheme.lower() != "bearer" or len(parts) != 3:
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    try:
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+                          for p in parts[:2])
+    except ValueError:
+        raise HTTPError(401, "A JSON web token could not be decoded") from None
+    if not isinstance(header, dict) or header.get("alg") != "RS256" \
+            or not isinstance(claims, dict) or "iss" not in claims \
+            or not int(claims.get("iat", 0)) < int(claims.get("exp", 0)):
+        raise HTTPError(401, "'Expiration time' claim ('exp') must be after 'Issued at'")
+    return str(claims["iss"])
 
 
 def _comment_body(request: Request) -> str:

@@ -42,6 +42,8 @@ BATCH_READER = "batch-reader"
 BATCH_SCHEMA = "batch"
 # What the local stack's sign-tx signs for (the seed job asks for chain id 1 too).
 SIGNING_CHAIN_ID = "1"
+# parse-comment's GitHub credential locally: the stand-in accepts any token.
+DEV_GITHUB_TOKEN = "ghs_local_stand_in_token"  # noqa: S105 - not a secret
 # Keys of the development pool made at `up` when the embedded etcd has none.
 DEV_POOL_KEYS = 4
 DATABASE = "eventworks"
@@ -320,6 +322,9 @@ def own_settings(name: str, env: Mapping[str, str], *,
     only: lease-key never decrypts a key), lease-key's URL (it leases keys over HTTP,
     not through the broker) and the chain id it signs for.
     """
+    if name == "parse-comment":
+        # The chain its signing links name (sign-tx's), and a token for the stand-in.
+        return {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, "GITHUB_TOKEN": DEV_GITHUB_TOKEN}
     if name != "sign-tx":
         return {}
     own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID}
