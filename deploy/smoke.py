@@ -2,8 +2,9 @@
 
 A fresh virtualenv per function; the staged folder installed into it (the scaffolding's
 `function @ <folder>`: a real PEP 517 wheel build by the function's own build backend
-from its own pyproject.toml, so a missing pin or an unpackaged module fails here); then, from a folder outside the staged
-one so that only the installed wheel can be imported, the scaffolding's
+from its own pyproject.toml, so a missing pin or an unpackaged module fails here); then,
+from a folder outside the staged one so that only the installed wheel can be imported,
+the scaffolding's
 `from function import new; serve(new)` under func-python with the function's func.yaml
 environment. The function must answer liveness, and a CloudEvent of a type nobody handles
 with 400 problem+json: the real decode path of eventing/edge.py, reached through
@@ -131,8 +132,8 @@ def smoke(staged: Path, invoke: str, env: Mapping[str, str], work: Path) -> Resu
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     with log.open("ab") as out:
         server = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-c", SERVE.format(invoke=invoke)], cwd=run_in, stdout=out,
-            stderr=subprocess.STDOUT,
+            [str(venv / "bin" / "python"), "-c", SERVE.format(invoke=invoke)], cwd=run_in,
+            stdout=out, stderr=subprocess.STDOUT,
             env={**keep, **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
                  "PYTHONUNBUFFERED": "1"})
         try:
