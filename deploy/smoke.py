@@ -82,7 +82,9 @@ def _install(staged: Path, venv: Path, log: Path) -> str | None:
     with log.open("ab") as out:
         subprocess.run([uv, "venv", "--quiet", "--python", sys.executable, str(venv)],
                        check=True, stdout=out, stderr=subprocess.STDOUT)
-        install = [uv, "pip", "install", "--quiet", "--python", str(venv / "bin" / "python"),
+        # Compiled as pip compiles at install: the first import then costs what a pod's does.
+        install = [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python",
+                   str(venv / "bin" / "python"),
                    str(staged)]
         # From uv's cache alone when it holds every pin (no index requests: seconds), else
         # from the index.

@@ -274,3 +274,24 @@ def test_given_each_deployable_then_its_source_is_where_its_func_yaml_names_it(n
     found = next(p for p in stage.projects(ROOT) if p.name == name)
     assert project.read(found.source / "func.yaml")["name"] == name
     assert sys.version_info >= (3, 11)
+
+
+def test_given_a_trigger_without_an_order_annotation_when_checked_then_it_is_named(tmp_path):
+    overlay = _overlay(tmp_path, [_patch(
+        "Trigger", "verify-tx-pledges", "remove",
+        "/metadata/annotations/kafka.eventing.knative.dev~1delivery.order", None)])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert any("Trigger verify-tx-pledges: set kafka.eventing.knative.dev/delivery.order" in p
+               for p in problems)
+
+
+def test_given_a_broker_without_a_dead_letter_sink_when_checked_then_every_trigger_is_named(
+        tmp_path):
+    overlay = _overlay(tmp_path, [_patch(
+        "Broker", "default", "remove", "/spec/delivery/deadLetterSink", None)])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert any("Trigger sign-tx-requests: lacks a dead-letter sink" in p for p in problems)
