@@ -295,3 +295,35 @@ def test_given_a_broker_without_a_dead_letter_sink_when_checked_then_every_trigg
     problems = overlays.check(overlay, BASE, DEPLOYABLES)
 
     assert any("Trigger sign-tx-requests: lacks a dead-letter sink" in p for p in problems)
+
+
+# -- the KafkaSource of knative/base in the running stack ----------------------------------
+
+def test_given_a_cloudevent_record_on_the_tx_topic_when_the_stack_runs_then_it_reaches_the_broker(
+        stack_env):
+    import time
+    import uuid
+
+    from kafka import KafkaProducer
+
+    from tests.topic import Watch
+
+    bootstrap = stack_env["KAFKA_BOOTSTRAP_SERVERS"]
+    event_id = f"deploy-{uuid.uuid4()}"
+    watch = Watch(bootstrap, "knative-broker-eventworks-default")
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    try:
+        # Binary content mode: ce_* headers; a type no Trigger routes, so nothing else runs.
+        producer.send("eventworks-tx-requests", value=b'{"probe": true}', headers=[
+            ("ce_specversion", b"1.0"), ("ce_id", event_id.encode()),
+            ("ce_source", b"/eventworks/deploy-test"), ("ce_type", b"dev.eventworks.deploy.probe"),
+            ("content-type", b"application/json")]).get(timeout=10)
+        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        while event_id not in seen and time.monotonic() < deadline:
+            seen += [s.id for s in watch.poll(200)]
+    finally:
+        producer.close()
+        watch.close()
+
+    assert event_id in seen
