@@ -327,3 +327,28 @@ def test_given_a_cloudevent_record_on_the_tx_topic_when_the_stack_runs_then_it_r
         watch.close()
 
     assert event_id in seen
+
+
+# -- the batch reader as a func HTTP function (batch/knative.py) ---------------------------
+
+def test_given_no_database_url_when_the_batch_reader_function_starts_then_it_refuses():
+    from batch.knative import new
+
+    function = new()
+    with pytest.raises(RuntimeError, match="settings are invalid"):
+        function.start({"BROKER_URL": "http://broker.test/eventworks/default"})
+    assert function.ready() == (False, "starting")
+
+
+def test_given_settings_when_the_batch_reader_function_starts_then_it_is_ready_and_stops():
+    from batch.knative import new
+
+    function = new()
+    function.start({"DATABASE_URL": "postgresql://deploy-check@127.0.0.1:9/eventworks",
+                    "BROKER_URL": "http://127.0.0.1:9/eventworks/default"})
+    try:
+        assert function.ready() == (True, "ready")
+        assert function.alive() == (True, "alive")
+    finally:
+        function.stop()
+    assert function.ready() == (False, "starting")  # stopped: the reader is closed
