@@ -23,7 +23,7 @@ from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
-from eventing import inbox, logs, wire
+from eventing import auth, inbox, logs, wire
 from eventing.database import Database
 from eventing.errors import (
     Conflict,
@@ -82,6 +82,8 @@ class Envelope:
     # ingress after verifying a bearer token); the ingress drops any a client sent.
     authtype: str | None = None
     authid: str | None = None
+    # Our extension beside them: the verified token's role (eventing.auth.ROLES).
+    authrole: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,20 @@ def validate(model: type[M], raw: Any) -> M:
             field=first["field"], errors=errors) from None
 
 
-def envelope_of(event: BaseCloudEvent) -> Envelope:
+def envelope_of(event: BaseCloudEvent, actor: auth.Identity | None = None) -> Envelope:
+    """`actor`: who a token verified at this edge names; it replaces whatever Auth
+    Context the event carries. None: the event's own, which only the broker sets."""
     def text(name: str) -> str | None:
         value = event.get_attributes().get(name)
         return None if value is None else str(value)
 
+    context: Mapping[str, str | None] = (
+        actor.context() if actor is not None
+        else {name: text(name) for name in (auth.AUTHTYPE, auth.AUTHID, auth.AUTHROLE)})
     return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
                     subject=event.get_subject(), time=event.get_time(),
-                    traceparent=text("traceparent"), authtype=text("authtype"),
-                    authid=text("authid"))
+                    traceparent=text("traceparent"), authtype=context.get(auth.AUTHTYPE),
+                    authid=context.get(auth.AUTHID), authrole=context.get(auth.AUTHROLE))
 
 
 class Edge(Generic[S]):
@@ -156,6 +163,7 @@ class Edge(Generic[S]):
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
         self._start_error: str | None = None
+        self._verifier: auth.Verifier | None = None
 
     # -- what each function provides -------------------------------------------------
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -195,6 +203,9 @@ class Edge(Generic[S]):
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()
+        verifies: object = settings  # a function's settings that mix in AuthSettings
+        if isinstance(verifies, auth.AuthSettings):
+            self._verifier = auth.Verifier(verifies)
         self._settings = settings
         self._routes = self.routes()
         log.info("function started")
@@ -235,7 +246,8 @@ class Edge(Generic[S]):
             with logs.bound(event_id=request.get_id(), event_type=request.get_type(),
                             event_source=request.get_source(),
                             traceparent=request.get_attributes().get("traceparent")):
-                status, reply = await self._answer(request)
+                actor = await self._actor(scope)
+                status, reply = await self._answer(request, actor)
                 if reply is None:
                     await wire.send_response(send, status, {}, b"")
                 else:
@@ -257,8 +269,22 @@ class Edge(Generic[S]):
             await wire.send_response(send, 500, {"content-type": "application/problem+json"},
                                      wire.problem(500, None, event_id=event_id))
 
-    async def _answer(self, event: BaseCloudEvent) -> tuple[int, dict[str, Any] | None]:
-        envelope = envelope_of(event)
+    async def _actor(self, scope: Mapping[str, Any]) -> auth.Identity | None:
+        """A direct call's bearer token, verified here: the function is then its own
+        trusted edge. No token: the event's Auth Context stands (set by the broker)."""
+        authorization = next((value.decode("latin-1") for name, value in scope.get("headers", ())
+                              if name.lower() == b"authorization"), None)
+        token = auth.bearer(authorization)
+        if token is None:
+            return None
+        if self._verifier is None or not self._verifier.configured:
+            raise Unauthorized(f"{self.name} verifies no bearer tokens: send the event "
+                               "through the broker", field="header authorization")
+        return await self._verifier.verified(token)
+
+    async def _answer(self, event: BaseCloudEvent,
+                      actor: auth.Identity | None = None) -> tuple[int, dict[str, Any] | None]:
+        envelope = envelope_of(event, actor)
         route = self.route_for(envelope.type)
         raw = event.get_data()
         data = validate(route.model, raw)
@@ -266,7 +292,7 @@ class Edge(Generic[S]):
             reply = await route.handler(Delivery(envelope, data, None))
             answer = self._recorded(reply, envelope)
             return answer.status, answer.reply
-        digest = inbox.digest(envelope.type, envelope.subject, raw)
+        digest = inbox.digest(envelope.type, envelope.subject, raw, envelope.authid)
         async with self._db.transaction() as tx:
             known = await inbox.claim(tx, envelope.source, envelope.id, digest)
             if known is not None:
