@@ -566,11 +566,14 @@ class TaskDelete(Command):
 class TodoResult(Model):
     """The answer to every todo command (`todo.result`): the resource after it, or a page.
 
-    `command` is the command's type without its prefix (`task.create`); `deleted` says
+    `command` is the command's type without its prefix (`task.create`) and `command_id`
+    its CloudEvent id, so that a client reading results off the broker finds its own;
+    `deleted` says
     that `list`/`task` is what was deleted; `next_cursor` (queries, `list.get`) asks for
     the next page, None on the last."""
 
     command: str
+    command_id: str = ""
     list: TodoList | None = None
     task: TodoTask | None = None
     lists: tuple[TodoList, ...] = ()

@@ -98,9 +98,9 @@ class Ingress:
         return self.process.returncode
 
 
-def start_ingress(bootstrap: str, log: Path) -> Ingress:
+def start_ingress(bootstrap: str, log: Path, extra_env: dict[str, str] | None = None) -> Ingress:
     port = free_port()
-    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+    env = {**os.environ, **(extra_env or {}), "LISTEN_ADDRESS": f"127.0.0.1:{port}",
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BROKER_NAMESPACE": NAMESPACE,
            "BROKER_NAME": BROKER, "BROKER_PRODUCE_TIMEOUT_MS": str(PRODUCE_TIMEOUT_MS),
            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}

@@ -258,7 +258,8 @@ def new_id(envelope: Envelope) -> str:
 
 def result(delivery: Delivery[Any], **fields: Any) -> Reply:
     envelope = delivery.envelope
-    answer = TodoResult(command=envelope.type.removeprefix(COMMAND_PREFIX), **fields)
+    answer = TodoResult(command=envelope.type.removeprefix(COMMAND_PREFIX),
+                        command_id=envelope.id, **fields)
     subject = (answer.task.task_id if answer.task is not None
                else answer.list.list_id if answer.list is not None else None)
     return Reply(TODO_RESULT, answer, subject=subject)
