@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from eventing import auth
+from eventing.errors import Unauthorized
 from stack.layout import Layout
 from stack.supervisor import running_env
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         auth.identity_of({"sub": args.user, "role": args.role})
-    except auth.Unauthorized as exc:
+    except Unauthorized as exc:
         parser.error(exc.detail)
     print(auth.sign(secret(Layout.from_env()), args.user, args.role, ttl_seconds=args.ttl))
     return 0

@@ -46,7 +46,7 @@ def jwks(rsa_key) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def jwks_file(jwks, tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("jwks") / "jwks.json"
+    path: Path = tmp_path_factory.mktemp("jwks") / "jwks.json"
     path.write_text(json.dumps(jwks))
     return path
 
@@ -56,7 +56,7 @@ def jwks_url(jwks) -> Iterator[str]:
     body = json.dumps(jwks).encode()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -108,7 +108,7 @@ def test_given_no_role_claim_then_the_role_is_user() -> None:
     ("sub with a space", lambda: auth.sign(SECRET, "octo cat")),
     ("unknown role", lambda: auth.sign(SECRET, "octocat", "root")),  # type: ignore[arg-type]
     ("HS512", lambda: jwt.encode(claims(), SECRET + SECRET, algorithm="HS512")),
-    ("alg none", lambda: jwt.encode(claims(), None, algorithm="none")),
+    ("alg none", lambda: jwt.encode(claims(), "", algorithm="none")),
     ("not a jwt", lambda: "abc.def"),
 ])
 def test_given_a_bad_token_then_unauthorized_naming_the_header(case: str, make: Any) -> None:

@@ -76,13 +76,17 @@ async def ok(client: httpx.AsyncClient, event: Event) -> dict[str, Any]:
 
 
 async def new_list(client, owner: str, title: str = "Chores") -> dict[str, Any]:
-    return (await ok(client, command("list.create", {"title": title}, as_user=owner)))["list"]
+    listed: dict[str, Any] = (await ok(client, command("list.create", {"title": title},
+                                                       as_user=owner)))["list"]
+    return listed
 
 
 async def new_task(client, owner: str, list_id: str, role: auth.Role = "user",
                    **data: Any) -> dict[str, Any]:
-    return (await ok(client, command("task.create", {"list_id": list_id, "title": "Dishes",
-                                                     **data}, as_user=owner, role=role)))["task"]
+    task: dict[str, Any] = (await ok(client, command(
+        "task.create", {"list_id": list_id, "title": "Dishes", **data}, as_user=owner,
+        role=role)))["task"]
+    return task
 
 
 def facts(env, subject: str) -> list[tuple[str, dict[str, Any]]]:
@@ -202,7 +206,8 @@ async def test_given_a_manager_then_it_assigns_any_task_and_sets_prices_users_ca
         role="manager"))
 
     assert assigned["task"]["assignee"] == bob
-    assert priced.status_code == 403 and priced.json()["field"] == "data.reward"
+    assert priced.status_code == 403
+    assert priced.json()["field"] == "data.reward"
     assert renamed.status_code == 403
     own = (await ok(client, command("list.create", {"title": "Team"}, as_user=maria,
                                     role="manager")))["list"]
