@@ -118,7 +118,8 @@ def start_ingress(bootstrap: str, log: Path, extra_env: dict[str, str] | None = 
             return False
 
     try:
-        wait_until(ready, "the broker ingress is ready", timeout=15)
+        # Generous: on a loaded 2-core machine the imports alone can take over 10 s.
+        wait_until(ready, "the broker ingress is ready", timeout=40)
     except AssertionError:
         ingress.stop()
         raise
