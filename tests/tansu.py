@@ -98,8 +98,10 @@ class Ingress:
         return self.process.returncode
 
 
-def start_ingress(bootstrap: str, log: Path, extra_env: dict[str, str] | None = None) -> Ingress:
-    port = free_port()
+def start_ingress(bootstrap: str, log: Path, extra_env: dict[str, str] | None = None,
+                  port: int | None = None) -> Ingress:
+    """`port`: the one to listen on (a restart at the same URL); default a free one."""
+    port = port or free_port()
     env = {**os.environ, **(extra_env or {}), "LISTEN_ADDRESS": f"127.0.0.1:{port}",
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BROKER_NAMESPACE": NAMESPACE,
            "BROKER_NAME": BROKER, "BROKER_PRODUCE_TIMEOUT_MS": str(PRODUCE_TIMEOUT_MS),
