@@ -281,3 +281,42 @@ def test_given_a_bad_token_when_posted_then_401_problem_and_nothing_stored(
     assert response.headers["www-authenticate"].startswith("Bearer")
     assert response.json()["field"] == "header authorization"
     assert stored(kafka, event.id) == []
+
+
+# -- the local stack: who gets the secret, and ./taskw token ------------------------------------
+def test_given_the_stack_env_then_the_broker_and_token_verifying_functions_get_jwt_secret(
+        tmp_path: Path) -> None:
+    from stack import services
+    from stack.layout import ROOT, Layout
+
+    layout = Layout(root=ROOT, state=tmp_path)
+    env = {"SIGNING_PAGE_URL": "http://s.test/", "GITHUB_API_URL": "http://g.test",
+           "ETCD_ENDPOINTS": "http://e.test", "DATABASE_URL": "postgresql://u@db.test/x",
+           "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "GITHUB_WEBHOOK_SECRET": "w",
+           "JWT_SECRET": SECRET}
+
+    broker = services.broker(layout, 1, env)
+    made = {name: services.function(layout, name, 1, env, embedded_db=False)
+            for name in ("todo-crud", "accrue-payment", "parse-comment", "sign-tx")}
+
+    assert broker.env["JWT_SECRET"] == SECRET
+    assert {name: c.env.get("JWT_SECRET") for name, c in made.items()} == {
+        "todo-crud": SECRET, "accrue-payment": SECRET, "parse-comment": None, "sign-tx": None}
+
+
+def test_given_taskw_token_then_it_prints_a_token_the_stack_secret_verifies(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from stack import token
+    from stack.layout import Layout
+
+    monkeypatch.setenv("EVENTWORKS_STACK_DIR", str(tmp_path / "stack"))
+    monkeypatch.delenv("JWT_SECRET", raising=False)
+
+    assert token.main(["octocat", "accountant", "--ttl", "60"]) == 0
+
+    printed = capsys.readouterr().out.strip()
+    secret = Layout.from_env().dev_secret("jwt-secret")  # made by the first call, then kept
+    identity = verifier(JWT_SECRET=secret).verify(printed)
+    assert identity == auth.Identity("octocat", "accountant")
+    assert jwt.decode(printed, secret, algorithms=["HS256"])["exp"] <= time.time() + 60
