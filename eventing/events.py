@@ -33,7 +33,7 @@ RepositoryName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
 
 # -- GitHub webhooks, as GitHubSource emits them ------------------------------------------
@@ -486,7 +486,7 @@ PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE)]
 
 class Command(Model):
     # A command with a field it does not know is refused: a typo must not be ignored.
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class ListCreate(Command):
