@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -24,9 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from eventing import auth
+from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Unauthorized, Unavailable
-from eventing.settings import SettingsError
-from tests.factory import cloudevent
+from eventing.events import Model
+from eventing.settings import Settings, SettingsError
+from tests.factory import cloudevent, served
 from tests.tansu import Ingress, only, start_ingress, stored
 
 SECRET = "the tests' HS256 secret, at least 32 bytes"
@@ -320,3 +322,68 @@ def test_given_taskw_token_then_it_prints_a_token_the_stack_secret_verifies(
     identity = verifier(JWT_SECRET=secret).verify(printed)
     assert identity == auth.Identity("octocat", "accountant")
     assert jwt.decode(printed, secret, algorithms=["HS256"])["exp"] <= time.time() + 60
+
+
+# -- the function edge ----------------------------------------------------------------------
+class _Who(Model):
+    pass
+
+
+class _Said(Model):
+    authtype: str | None
+    authid: str | None
+    authrole: str | None
+
+
+class _WhoSettings(Settings, auth.AuthSettings):
+    pass
+
+
+class _Echo(Edge[Settings]):
+    """Answers with the Auth Context its handler saw."""
+
+    name = "echo"
+    settings_type = Settings
+
+    def routes(self) -> Mapping[str, Route[Any]]:
+        return {"dev.eventworks.tests.who": Route(_Who, self.on_who)}
+
+    async def on_who(self, delivery: Delivery[_Who]) -> Reply:
+        envelope = delivery.envelope
+        return Reply("dev.eventworks.tests.said", _Said(
+            authtype=envelope.authtype, authid=envelope.authid, authrole=envelope.authrole))
+
+
+class _VerifyingEcho(_Echo):
+    settings_type = _WhoSettings
+
+
+async def _who(function: Edge[Any], env: dict[str, str], bearer: str | None,
+               **extensions: str) -> httpx.Response:
+    event = cloudevent("dev.eventworks.tests.who", {}, **extensions)
+    headers = dict(event.headers)
+    if bearer is not None:
+        headers["authorization"] = f"Bearer {bearer}"
+    async with served(function, env) as client:
+        return await client.post("/", content=event.body, headers=headers)
+
+
+async def test_given_a_verifying_function_when_called_with_a_token_then_the_token_names_the_actor(
+        ) -> None:
+    response = await _who(_VerifyingEcho(), {"JWT_SECRET": SECRET},
+                          auth.sign(SECRET, "octocat", "manager"), authid="mallory")
+    assert response.json() == {"authtype": "app_user", "authid": "octocat",
+                               "authrole": "manager"}
+
+
+async def test_given_a_verifying_function_when_the_token_is_forged_then_401() -> None:
+    response = await _who(_VerifyingEcho(), {"JWT_SECRET": SECRET},
+                          auth.sign("some other secret, also 32 bytes+", "octocat"))
+    assert response.status_code == 401
+
+
+async def test_given_a_function_that_verifies_no_tokens_then_it_ignores_the_header() -> None:
+    # e.g. Knative's dispatcher with OIDC sender authentication sends a token of its own
+    response = await _who(_Echo(), {}, "an.oidc.token", authtype="app_user", authid="octocat")
+    assert response.status_code == 200
+    assert response.json()["authid"] == "octocat"
