@@ -80,6 +80,7 @@ TASKS = sql.SQL("SELECT seq, task_id::text AS task_id, list_id::text AS list_id,
                 " notes, status, assignee, assign_fee, reward, denomination, decimals,"
                 " version, actor, created_at, updated_at FROM tasks WHERE {where}")
 LOCKED = " FOR UPDATE"
+KEY_SHARE = " FOR KEY SHARE"
 
 
 class TodoSettings(Settings, AuthSettings):
@@ -139,7 +140,7 @@ class Function(Edge[TodoSettings]):
 
     async def on_list_rename(self, delivery: Delivery[ListRename]) -> Reply:
         tx, actor, now = _context(delivery)
-        current = await _list(tx, delivery.data.list_id, lock=True)
+        current = await _list(tx, delivery.data.list_id, lock=LOCKED)
         listed = decide.list_rename(actor, current, delivery.data, now)
         await _save_list(tx, listed)
         await self.publish(delivery, TODO_LIST_RENAMED, listed, subject=listed.list_id)
@@ -148,7 +149,7 @@ class Function(Edge[TodoSettings]):
     async def on_list_delete(self, delivery: Delivery[ListDelete]) -> Reply:
         tx, actor, now = _context(delivery)
         data = delivery.data
-        current = await _list(tx, data.list_id, lock=True)
+        current = await _list(tx, data.list_id, lock=LOCKED)
         tasks = [] if current is None else [task for _, task in await _tasks(
             tx, "list_id = %s ORDER BY seq" + LOCKED, (data.list_id,))]
         listed, deleted = decide.list_delete(actor, current, data.list_id, data.version,
@@ -188,7 +189,8 @@ class Function(Edge[TodoSettings]):
     # -- tasks ----------------------------------------------------------------------------
     async def on_task_create(self, delivery: Delivery[TaskCreate]) -> Reply:
         tx, actor, now = _context(delivery)
-        listed = await _list(tx, delivery.data.list_id)
+        # KEY SHARE: a concurrent list.delete waits for this task, or this sees it gone.
+        listed = await _list(tx, delivery.data.list_id, lock=KEY_SHARE)
         task = decide.task_create(actor, listed, delivery.data, new_id(delivery.envelope), now,
                                   self.settings.pricing, decide.draw(self._randint))
         await _save_task(tx, task)
@@ -220,7 +222,7 @@ class Function(Edge[TodoSettings]):
     async def on_task_delete(self, delivery: Delivery[TaskDelete]) -> Reply:
         tx, actor, now = _context(delivery)
         data = delivery.data
-        current = await _task(tx, data.task_id, lock=True)
+        current = await _task(tx, data.task_id, lock=LOCKED)
         task = decide.task_delete(actor, current, data.task_id, data.version, now)
         await tx.execute("DELETE FROM tasks WHERE task_id = %s", (task.task_id,))
         await self.publish(delivery, TODO_TASK_DELETED, task, subject=task.task_id)
@@ -232,7 +234,7 @@ class Function(Edge[TodoSettings]):
         """Read the task locked, decide the change, save it and publish `fact`; a change
         of nothing (None) answers with the task as it is and publishes nothing."""
         tx, actor, now = _context(delivery)
-        current = await _task(tx, task_id, lock=True)
+        current = await _task(tx, task_id, lock=LOCKED)
         task = change(actor, current, now)
         if task is None:
             assert current is not None  # decide returns None only for a task it found
@@ -265,8 +267,9 @@ def result(delivery: Delivery[Any], **fields: Any) -> Reply:
     return Reply(TODO_RESULT, answer, subject=subject)
 
 
-async def _list(tx: AsyncConnection, list_id: str, *, lock: bool = False) -> TodoList | None:
-    rows = await _lists(tx, "list_id = %s" + (LOCKED if lock else ""), (list_id,))
+async def _list(tx: AsyncConnection, list_id: str, *, lock: str = "") -> TodoList | None:
+    """`lock`: the locking clause (LOCKED, KEY_SHARE), if any."""
+    rows = await _lists(tx, "list_id = %s" + lock, (list_id,))
     return rows[0][1] if rows else None
 
 
@@ -278,8 +281,8 @@ async def _lists(tx: AsyncConnection, where: str,
     return [(row.pop("seq"), TodoList.model_validate(row)) for row in await cur.fetchall()]
 
 
-async def _task(tx: AsyncConnection, task_id: str, *, lock: bool = False) -> TodoTask | None:
-    rows = await _tasks(tx, "task_id = %s" + (LOCKED if lock else ""), (task_id,))
+async def _task(tx: AsyncConnection, task_id: str, *, lock: str = "") -> TodoTask | None:
+    rows = await _tasks(tx, "task_id = %s" + lock, (task_id,))
     return rows[0][1] if rows else None
 
 
