@@ -18,6 +18,7 @@ from bench import brokered, signing
 from bench.brokered import BrokerResult
 from bench.measure import ColdStarts, Throughput
 from bench.signing import SigningResult
+from bench.todo import TodoBench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -66,6 +67,7 @@ class Report:
     functions: Functions | None  # None unless the functions part ran
     broker: BrokerResult | None  # None unless the broker part ran
     signing: SigningResult | None = None  # None unless the signing part ran
+    todo: TodoBench | None = None  # None unless the todo part ran
 
 
 def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -168,6 +170,8 @@ def table(report: Report) -> str:
         parts.append(broker_table(report.broker))
     if report.signing is not None:
         parts.append(signing_table(report.signing))
+    if report.todo is not None:
+        parts.append(report.todo.table())
     return "\n\n".join(parts)
 
 
@@ -239,6 +243,8 @@ def document(report: Report) -> dict[str, Any]:
         found["broker"] = _broker_document(report.broker)
     if report.signing is not None:
         found["signing"] = report.signing.document()
+    if report.todo is not None:
+        found["todo"] = report.todo.document()
     return found
 
 
