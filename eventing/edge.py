@@ -10,6 +10,8 @@ never the SDK's CloudEvent object.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -23,7 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
-from eventing import inbox, logs, wire
+from eventing import inbox, logs, outbox, wire
 from eventing.database import Database
 from eventing.errors import (
     Conflict,
@@ -78,6 +80,10 @@ class Envelope:
     subject: str | None
     time: datetime | None
     traceparent: str | None
+    # CloudEvents Auth Context: who acts. Only a trusted edge sets these (the broker
+    # ingress after verifying a bearer token); the ingress drops any a client sent.
+    authtype: str | None = None
+    authid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,8 @@ def envelope_of(event: BaseCloudEvent) -> Envelope:
 
     return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
                     subject=event.get_subject(), time=event.get_time(),
-                    traceparent=text("traceparent"))
+                    traceparent=text("traceparent"), authtype=text("authtype"),
+                    authid=text("authid"))
 
 
 class Edge(Generic[S]):
@@ -142,6 +149,8 @@ class Edge(Generic[S]):
 
     name: ClassVar[str]                 # the function's name; replies come from /eventworks/<name>
     schema: ClassVar[str | None] = None  # its PostgreSQL schema, if it keeps state
+    # Whether it publishes facts through its schema's outbox (`publish`), relayed to K_SINK.
+    outbox: ClassVar[bool] = False
     settings_type: type[S]
 
     def __init__(self) -> None:
@@ -151,6 +160,7 @@ class Edge(Generic[S]):
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
         self._start_error: str | None = None
+        self._relay: outbox.Relay | None = None
 
     # -- what each function provides -------------------------------------------------
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -190,17 +200,36 @@ class Edge(Generic[S]):
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()
+        if self.outbox:
+            self._start_relay(settings)
         self._settings = settings
         self._routes = self.routes()
         log.info("function started")
 
+    def _start_relay(self, settings: S) -> None:
+        if self._db is None:
+            raise SettingsError(f"{self.name} publishes through an outbox: it needs a schema")
+        if settings.k_sink is None:
+            # Nothing is lost: the facts wait in the outbox for a relay that has a sink.
+            log.warning("no K_SINK (no SinkBinding): facts stay in the outbox")
+            return
+        self._relay = outbox.Relay(self._db, settings.k_sink)
+        self._relay.start()
+
     def stop(self) -> None:
+        if self._relay is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._relay.stop())
+            self._relay = None
         if self._db is not None:
             self._db.close_soon()
         log.info("function stopping")
 
     async def aclose(self) -> None:
         """Close the stores and wait for it (tests, benchmarks); `stop` cannot wait."""
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -214,6 +243,15 @@ class Edge(Generic[S]):
         if self._db is not None:
             return self._db.ready()
         return True, "ready"
+
+    async def publish(self, delivery: Delivery[Any], type: str, data: BaseModel,
+                      subject: str | None = None) -> str:
+        """Publish a fact with the delivery's effects: into the outbox, in its transaction."""
+        if not self.outbox or delivery.tx is None:
+            raise RuntimeError(f"{self.name} has no outbox (set `outbox = True` and a schema)")
+        return await outbox.put(delivery.tx, source=f"/eventworks/{self.name}", type=type,
+                                data=data, subject=subject,
+                                traceparent=delivery.envelope.traceparent)
 
     # -- the request path --------------------------------------------------------------
     async def handle(self, scope: dict[str, Any], receive: wire.Receive, send: wire.Send) -> None:
@@ -270,6 +308,8 @@ class Edge(Generic[S]):
             reply = await route.handler(Delivery(envelope, data, tx))
             answer = self._recorded(reply, envelope)
             await inbox.record(tx, envelope.source, envelope.id, answer)
+        if self._relay is not None:
+            self._relay.wake()  # committed: what it wrote to the outbox may go now
         return answer.status, answer.reply
 
     def _recorded(self, reply: Reply | None, incoming: Envelope) -> inbox.Recorded:
