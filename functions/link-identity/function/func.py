@@ -193,6 +193,7 @@ def new() -> Function:
 class Function(Edge[LinkSettings]):
     name = "link-identity"
     schema = "identity"
+    outbox = True  # payouts that waited for a link are published when it comes
     settings_type = LinkSettings
 
     def routes(self) -> Mapping[str, Route[Any]]:
