@@ -69,70 +69,39 @@ _LOGIN: TypeAdapter[str] = TypeAdapter(Login)
 DEFAULT_STATEMENT = "Link the GitHub account {login} to this Ethereum address."
 
 
-# -- refusals of a signed message: the edge's vocabulary, one problem type per reason ------
-class MalformedMessage(InvalidEvent):
-    slug, title = "siwe-malformed", "Not an EIP-4361 message"
-
-
-class BadSignature(Unauthorized):
-    slug, title = "bad-signature", "Bad signature"
-
-
-class UnknownNonce(Unauthorized):
-    slug, title = "unknown-nonce", "Unknown nonce"
-
-
-class ExpiredMessage(Unauthorized):
-    slug, title = "expired", "Expired"
-
-
-class NotYetValid(Unauthorized):
-    slug, title = "not-yet-valid", "Not yet valid"
-
-
-class WrongDomain(Forbidden):
-    slug, title = "wrong-domain", "Made for another site"
-
-
-class WrongChain(Forbidden):
-    slug, title = "wrong-chain", "Chain not allowed"
-
-
-class Replay(Forbidden):
-    slug, title = "nonce-used", "Nonce already used"
-
-
-class NonceMismatch(Forbidden):
-    slug, title = "nonce-mismatch", "Nonce issued for another account or address"
-
-
-class Altered(Forbidden):
-    slug, title = "message-altered", "Not the message issued"
-
-
+# -- refusals: the edge's vocabulary (its class sets the status), one problem type each ------
 # 400: never an EIP-4361 message; 401: it proves nothing (no valid signature by its
 # address, a nonce we never issued, outside its validity window); 403: proven, but not
 # acceptable here (another site or chain, a spent nonce, someone else's challenge).
-REFUSALS: Mapping[decide.Reason, type[EventworksError]] = {
-    "malformed": MalformedMessage,
-    "bad_signature": BadSignature,
-    "unknown_nonce": UnknownNonce,
-    "expired": ExpiredMessage,
-    "not_yet_valid": NotYetValid,
-    "wrong_domain": WrongDomain,
-    "wrong_chain": WrongChain,
-    "replay": Replay,
-    "nonce_mismatch": NonceMismatch,
-    "altered": Altered,
+REFUSALS: Mapping[decide.Reason, tuple[type[EventworksError], str, str]] = {
+    "malformed": (InvalidEvent, "siwe-malformed", "Not an EIP-4361 message"),
+    "bad_signature": (Unauthorized, "bad-signature", "Bad signature"),
+    "unknown_nonce": (Unauthorized, "unknown-nonce", "Unknown nonce"),
+    "expired": (Unauthorized, "expired", "Expired"),
+    "not_yet_valid": (Unauthorized, "not-yet-valid", "Not yet valid"),
+    "wrong_domain": (Forbidden, "wrong-domain", "Made for another site"),
+    "wrong_chain": (Forbidden, "wrong-chain", "Chain not allowed"),
+    "replay": (Forbidden, "nonce-used", "Nonce already used"),
+    "nonce_mismatch": (Forbidden, "nonce-mismatch",
+                       "Nonce issued for another account or address"),
+    "altered": (Forbidden, "message-altered", "Not the message issued"),
 }
+PAYOUT_TERMS_DIFFER = (InvalidEvent, "payout-terms-differ",
+                       "Payout already asked with other terms")
 
 
-class PayoutTermsDiffer(InvalidEvent):
-    slug, title = "payout-terms-differ", "Payout already asked with other terms"
+def problem(kind: tuple[type[EventworksError], str, str], detail: str,
+            field: str) -> EventworksError:
+    """An error of the vocabulary's class (which the edge maps to a status) carrying its
+    own problem type, so a client can tell a replay from an unknown nonce."""
+    base, slug, title = kind
+    error = base(detail, field=field)
+    error.slug, error.title = slug, title
+    return error
 
 
 def refused(refusal: Refusal) -> EventworksError:
-    return REFUSALS[refusal.reason](refusal.detail, field=refusal.field)
+    return problem(REFUSALS[refusal.reason], refusal.detail, refusal.field)
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -332,7 +301,7 @@ class Function(Edge[LinkSettings]):
         resolution = decide.resolve(asked, await self._known(tx, asked.payout_id),
                                     await self._current(tx, asked.github_login))
         if isinstance(resolution, Differs):
-            raise PayoutTermsDiffer(resolution.detail, field=f"data.{resolution.field}")
+            raise problem(PAYOUT_TERMS_DIFFER, resolution.detail, f"data.{resolution.field}")
         if resolution.record:
             await self._record(tx, asked, where,
                                resolution.address if isinstance(resolution, Pay) else None)
