@@ -412,3 +412,25 @@ def test_given_only_the_signing_page_when_started_then_domain_and_uri_are_its_ow
     terms = LinkSettings.from_env({"SIGNING_PAGE_URL": "http://127.0.0.1:8080/"}).terms
     assert (terms.domain, terms.uri, terms.chain_id) == ("127.0.0.1:8080",
                                                          "http://127.0.0.1:8080/", 1)
+
+
+async def test_given_a_claim_and_the_link_at_once_when_both_commit_then_one_payout_either_way(
+        env, db):
+    # The account's advisory lock orders them: the claim sees the link (payout.requested),
+    # or the link sees the waiting payout (its outbox); never neither, never both.
+    import asyncio
+
+    for _ in range(4):
+        person = Person.fresh()
+        message = (await challenged(env, person))["message"]
+        bounty_id = str(uuid.uuid4())
+        async with served(new(), env) as client:
+            responses = await asyncio.gather(*(
+                client.post("/", content=e.body, headers=dict(e.headers))
+                for e in (link(message, person.sign(message)), claimed(person, bounty_id))))
+        kinds = [reply(r)[0] for r in responses]
+        assert kinds[0] == "dev.eventworks.identity.linked"
+        in_outbox = db.execute("SELECT count(*) FROM outbox WHERE data->>'payout_id' = %s",
+                               (f"bounty:{bounty_id}",)).fetchone()
+        replied = kinds[1] == "dev.eventworks.payout.requested"
+        assert in_outbox == ((0,) if replied else (1,)), kinds
