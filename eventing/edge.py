@@ -18,14 +18,14 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
-from eventing import inbox, logs, outbox, wire
+from eventing import inbox, logs, wire
 from eventing.database import Database
 from eventing.errors import (
     Conflict,
@@ -41,6 +41,10 @@ from eventing.errors import (
     UnknownEventType,
 )
 from eventing.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    # Imported when used: only functions with an outbox need its HTTP client (cold start).
+    from eventing.outbox import Relay
 
 log = logging.getLogger("eventing.edge")
 
@@ -160,7 +164,7 @@ class Edge(Generic[S]):
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
         self._start_error: str | None = None
-        self._relay: outbox.Relay | None = None
+        self._relay: Relay | None = None
 
     # -- what each function provides -------------------------------------------------
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -213,7 +217,9 @@ class Edge(Generic[S]):
             # Nothing is lost: the facts wait in the outbox for a relay that has a sink.
             log.warning("no K_SINK (no SinkBinding): facts stay in the outbox")
             return
-        self._relay = outbox.Relay(self._db, settings.k_sink)
+        from eventing.outbox import Relay
+
+        self._relay = Relay(self._db, settings.k_sink)
         self._relay.start()
 
     def stop(self) -> None:
@@ -249,6 +255,8 @@ class Edge(Generic[S]):
         """Publish a fact with the delivery's effects: into the outbox, in its transaction."""
         if not self.outbox or delivery.tx is None:
             raise RuntimeError(f"{self.name} has no outbox (set `outbox = True` and a schema)")
+        from eventing import outbox
+
         return await outbox.put(delivery.tx, source=f"/eventworks/{self.name}", type=type,
                                 data=data, subject=subject,
                                 traceparent=delivery.envelope.traceparent)

@@ -93,6 +93,7 @@ class Relay:
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.published = 0
 
     def start(self) -> None:
@@ -101,17 +102,23 @@ class Relay:
     def wake(self) -> None:
         self._wake.set()
 
-    async def stop(self) -> None:
+    async def stop(self, grace_seconds: float = 5.0) -> None:
+        """Let a pass in flight finish (so what it posted is marked), then end."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            self._stopping = True
+            self._wake.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(task), grace_seconds)
+            except TimeoutError:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
         await self._http.aclose()
 
     async def _run(self) -> None:
         backoff = 0.1
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 while await self.flush() == BATCH:
@@ -125,8 +132,14 @@ class Relay:
                 # The sink or the database is away: the rows wait, and so do we.
                 log.warning("outbox relay paused", extra={
                     "error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff})
-                await asyncio.sleep(backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped(), backoff)
                 backoff = min(backoff * 2, self._max_backoff)
+
+    async def _stopped(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            await self._wake.wait()
 
     async def flush(self) -> int:
         """Publish up to BATCH pending facts; returns how many were published."""
