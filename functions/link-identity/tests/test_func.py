@@ -11,6 +11,7 @@ import json
 import random
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -24,6 +25,7 @@ from tests.factory import Event, cloudevent, served
 
 pytestmark = pytest.mark.stack
 
+DATA = Path(__file__).parent / "data"
 SIGNING_PAGE = "https://bounties.example/sign"
 STARTED = "dev.eventworks.identity.link.started"
 LINK = "dev.eventworks.identity.link"
@@ -62,13 +64,17 @@ class Person:
         return "0x" + bytes(signed.signature).hex()
 
 
-def started(person: Person, *, address: str | None = None, event_id: str | None = None,
-            where: dict[str, Any] | None = None) -> Event:
-    return cloudevent(STARTED, {
-        "github_login": person.login, "github_id": person.github_id,
-        "address": address or person.wallet.address,
-        "where": where or {"repository": "octo/bounties", "issue_number": 7}},
-        id=event_id, source="/eventworks/parse-comment")
+def golden(name: str) -> dict[str, Any]:
+    """A fresh copy of one of this function's golden events (tests/data/<type>.json)."""
+    document: dict[str, Any] = json.loads((DATA / f"{name}.json").read_text())
+    return document
+
+
+def started(person: Person, *, event_id: str | None = None) -> Event:
+    data = golden("identity.link.started")
+    data.update(github_login=person.login, github_id=person.github_id,
+                address=person.wallet.address)
+    return cloudevent(STARTED, data, id=event_id, source="/eventworks/parse-comment")
 
 
 def link(message: str, signature: str, *, event_id: str | None = None) -> Event:
@@ -76,21 +82,18 @@ def link(message: str, signature: str, *, event_id: str | None = None) -> Event:
                       source="/eventworks/signing-page")
 
 
-def claimed(person: Person, bounty_id: str | None = None, *, amount: str = "100",
-            event_id: str | None = None) -> Event:
-    return cloudevent(CLAIMED, {
-        "bounty_id": bounty_id or str(uuid.uuid4()), "repository": "octo/bounties",
-        "issue_number": 7, "solver_login": person.login, "solver_id": person.github_id,
-        "pull_request": 8, "denomination": "USDC", "amount": amount,
-        "amount_base_units": str(int(amount) * 10**6), "decimals": 6},
-        id=event_id, source="/eventworks/parse-comment")
+def claimed(person: Person, bounty_id: str | None = None, *, amount: str = "100") -> Event:
+    data = golden("bounty.claimed")
+    data.update(bounty_id=bounty_id or str(uuid.uuid4()), solver_login=person.login,
+                solver_id=person.github_id, amount=amount,
+                amount_base_units=str(int(amount) * 10**6))
+    return cloudevent(CLAIMED, data, source="/eventworks/parse-comment")
 
 
-def due(user: str, *, payout_id: str | None = None) -> Event:
-    return cloudevent(DUE, {
-        "payout_id": payout_id or f"payout-{uuid.uuid4()}", "user": user,
-        "denomination": "USDC", "amount": "1.5", "amount_base_units": "1500000",
-        "decimals": 6, "day": "2026-11-20"}, source="/eventworks/accrue-payment")
+def due(user: str) -> Event:
+    data = golden("accounting.payout.due")
+    data.update(payout_id=f"payout-{uuid.uuid4()}", user=user)
+    return cloudevent(DUE, data, source="/eventworks/accrue-payment")
 
 
 def reply(response: Any) -> tuple[str, dict[str, Any]]:
