@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 
 from eventing import siwe
 from function.decide import (
@@ -53,7 +54,7 @@ def stored(made: Challenge, *, login: str = "octocat", github_id: int = 583231,
                   expires_at=made.expires_at, used=used)
 
 
-def sign(text: str, key: Account = KEY) -> bytes:
+def sign(text: str, key: LocalAccount = KEY) -> bytes:
     return bytes(Account.sign_message(encode_defunct(text=text), key.key).signature)
 
 
