@@ -7,12 +7,14 @@ never share an account in the shared database.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 import pytest
@@ -20,7 +22,9 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from eventing.settings import SettingsError
 from function import new
+from function.func import LinkSettings
 from tests.factory import Event, cloudevent, served
 
 pytestmark = pytest.mark.stack
@@ -146,7 +150,6 @@ async def test_given_a_link_start_when_posted_then_a_siwe_challenge_with_a_sign_
     assert data["github_login"] == person.login
     assert data["address"] == person.wallet.address
     assert data["where"] == {"repository": "octo/bounties", "issue_number": 7}
-    from urllib.parse import parse_qs, urlsplit
     url = urlsplit(data["sign_url"])
     assert f"{url.scheme}://{url.netloc}{url.path}" == SIGNING_PAGE
     assert parse_qs(url.query) == {"link": [message]}
@@ -402,16 +405,11 @@ async def test_given_a_user_that_is_no_github_login_when_earnings_are_due_then_4
     {"SIWE_NONCE_TTL_SECONDS": "5"},
 ])
 def test_given_bad_settings_when_started_then_the_function_refuses_to_start(changes):
-    from eventing.settings import SettingsError
-    from function.func import LinkSettings
-
     with pytest.raises(SettingsError):
         LinkSettings.from_env({"SIGNING_PAGE_URL": SIGNING_PAGE, **changes})
 
 
 def test_given_only_the_signing_page_when_started_then_domain_and_uri_are_its_own():
-    from function.func import LinkSettings
-
     terms = LinkSettings.from_env({"SIGNING_PAGE_URL": "http://127.0.0.1:8080/"}).terms
     assert (terms.domain, terms.uri, terms.chain_id) == ("127.0.0.1:8080",
                                                          "http://127.0.0.1:8080/", 1)
@@ -421,8 +419,6 @@ async def test_given_a_claim_and_the_link_at_once_when_both_commit_then_one_payo
         env, db):
     # The account's advisory lock orders them: the claim sees the link (payout.requested),
     # or the link sees the waiting payout (its outbox); never neither, never both.
-    import asyncio
-
     for _ in range(4):
         person = Person.fresh()
         message = (await challenged(env, person))["message"]
