@@ -34,7 +34,6 @@ import json
 import logging
 import os
 import re
-import signal
 import sys
 import zlib
 from collections.abc import Mapping, MutableMapping
@@ -44,6 +43,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from eventing.wire import Receive, Send, lifespan
+from stack import asgi_server
 
 log = logging.getLogger("stack.github_api")
 
@@ -383,25 +383,6 @@ async def _respond(send: Send, status: int, body: Any, headers: Mapping[str, str
 
 # -- the process ---------------------------------------------------------------------------
 
-async def serve(app: GitHubStandIn, listen_address: str) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [listen_address]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 2.0
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("github api stand-in listening", extra={"url": f"http://{listen_address}"})
-    framework: Any = app
-    await hypercorn_serve(framework, config, shutdown_trigger=stop.wait, mode="asgi")
-    log.info("github api stand-in stopped")
-
-
 def main() -> int:
     from eventing import logs
 
@@ -411,7 +392,7 @@ def main() -> int:
     if not re.fullmatch(r"\S+:\d{1,5}", listen_address):
         log.error("LISTEN_ADDRESS must be host:port", extra={"value": listen_address})
         return 2
-    asyncio.run(serve(GitHubStandIn(), listen_address))
+    asyncio.run(asgi_server.serve(GitHubStandIn(), listen_address, log, "github api stand-in"))
     return 0
 
 

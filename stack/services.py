@@ -219,15 +219,14 @@ def github_api(layout: Layout, port: int) -> Component:
     return _python(layout, "stack.github_api", port, "github-api", {})
 
 
-def signing_page(layout: Layout, port: int) -> Component:
-    directory = layout.root / "signing-page"
-    return Component(
-        name="signing-page",
-        command=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                 "--directory", str(directory), str(port)],
-        ready=lambda: port_open(port), shows=f"http://127.0.0.1:{port}/",
-        env=_base_env(), cwd=layout.root, ports=(port,),
-    )
+def signing_page(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
+    """The static page, and its same-origin `POST /events` forwarded to the broker
+    (stack/signing_page.py)."""
+    return _python(layout, "stack.signing_page", port, "signing-page", {
+        "BROKER_URL": env["BROKER_URL"],
+        "SIGNING_PAGE_DIR": str(layout.root / "signing-page"),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }, shows=f"http://127.0.0.1:{port}/")
 
 
 def broker(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
