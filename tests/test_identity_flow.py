@@ -4,8 +4,9 @@ Events are posted to the broker (BROKER_URL) as parse-comment, the signing page 
 daily close would post them; the Triggers of knative/base/link-identity.yaml deliver them
 to link-identity, and its replies (and, for a payout that waited for a link, its outbox
 relayed to K_SINK) land back in the broker topic, read here with kafka-python. The wallet
-is an eth-account key standing in for the browser wallet: it signs the challenge's message
-with EIP-191 personal_sign, as the signing page asks a wallet to.
+is an eth-account key standing in for the browser wallet: it signs the message of the
+challenge's `sign_url` with EIP-191 personal_sign, and the signed message goes to the
+signing page's server (`/events`), as the page posts it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -60,12 +62,22 @@ def link_started(stack_env: dict[str, str], login: str, github_id: int,
 
 
 def sign_and_link(stack_env: dict[str, str], watch: Watch, login: str, wallet: Any) -> None:
+    """What the signing page does with the challenge's `sign_url`: read the message from
+    its `link` parameter, have the wallet personal_sign it, and post `identity.link`
+    (structured mode) to its own server's `/events`, which forwards it to the broker."""
     challenge = awaited(watch, "dev.eventworks.identity.challenged",
                         lambda d: d["github_login"] == login)
-    signature = Account.sign_message(encode_defunct(text=challenge["message"]), wallet.key)
-    post(stack_env, "dev.eventworks.identity.link", {
-        "message": challenge["message"], "signature": "0x" + bytes(signature.signature).hex()},
-        source="/eventworks/signing-page")
+    url = urlsplit(challenge["sign_url"])
+    assert f"{url.scheme}://{url.netloc}{url.path}" == stack_env["SIGNING_PAGE_URL"]
+    (message,) = parse_qs(url.query)["link"]
+    assert message == challenge["message"]
+    signature = Account.sign_message(encode_defunct(text=message), wallet.key)
+    headers, body = cloudevent("dev.eventworks.identity.link", {
+        "message": message, "signature": "0x" + bytes(signature.signature).hex()},
+        source="/eventworks/signing-page").structured()
+    page = stack_env["SIGNING_PAGE_URL"].rstrip("/")
+    response = httpx.post(f"{page}/events", content=body, headers=headers)
+    assert response.status_code == 202, response.text
 
 
 def bounty_claimed(stack_env: dict[str, str], bounty_id: str, login: str,
