@@ -321,11 +321,16 @@ def own_settings(name: str, env: Mapping[str, str], *,
 
     sign-tx: the key-encryption key of the pool (a Secret in a cluster, given to sign-tx
     only: lease-key never decrypts a key), lease-key's URL (it leases keys over HTTP,
-    not through the broker) and the chain id it signs for.
+    not through the broker) and the chain id it signs for. link-identity: that chain id,
+    for the SIWE challenges it issues.
     """
     if name == "parse-comment":
         # The chain its signing links name (sign-tx's), and a token for the stand-in.
         return {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, "GITHUB_TOKEN": DEV_GITHUB_TOKEN}
+    if name == "link-identity":
+        # SIWE challenges name the chain payouts are signed for; domain and URI are the
+        # signing page's (SIGNING_PAGE_URL, which every function gets).
+        return {"SIWE_CHAIN_ID": SIGNING_CHAIN_ID}
     if name != "sign-tx":
         return {}
     own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID}
