@@ -82,6 +82,8 @@ class Envelope:
     # ingress after verifying a bearer token); the ingress drops any a client sent.
     authtype: str | None = None
     authid: str | None = None
+    # The acting user's role (`authrole` extension), beside authid from the same trusted edge.
+    authrole: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ def envelope_of(event: BaseCloudEvent) -> Envelope:
     return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
                     subject=event.get_subject(), time=event.get_time(),
                     traceparent=text("traceparent"), authtype=text("authtype"),
-                    authid=text("authid"))
+                    authid=text("authid"), authrole=text("authrole"))
 
 
 class Edge(Generic[S]):

@@ -394,6 +394,7 @@ PING = "dev.knative.sources.ping"
 
 class BalanceGet(Model):
     user: UserId | None = None  # None: the caller's own balance
+    denomination: str | None = None  # None: accrue-payment's ACCOUNTING_DENOMINATION
 
 
 class LedgerEntry(Model):
