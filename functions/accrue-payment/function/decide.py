@@ -161,11 +161,6 @@ def closed_day(ping_time: datetime) -> date:
     return ping_time.astimezone(UTC).date() - timedelta(days=1)
 
 
-def may_close(day: date, latest_closed: date | None) -> bool:
-    """A day closes once, and never after a later day closed (a stale ping changes nothing)."""
-    return latest_closed is None or day > latest_closed
-
-
 def payout_id(user: str, denomination: str, day: date) -> str:
     """The same user, denomination and day always give the same id: consumers deduplicate."""
     return str(uuid.uuid5(PAYOUT_NAMESPACE, f"{user}\n{denomination}\n{day.isoformat()}"))

@@ -54,7 +54,6 @@ from function.decide import (
     authorize,
     base_units,
     closed_day,
-    may_close,
     on_assigned,
     on_completed,
     payouts,
@@ -145,11 +144,12 @@ class Function(Edge[AccountingSettings]):
         envelope = delivery.envelope
         day = closed_day(envelope.time or datetime.now(UTC))
         # One close at a time: two ticks of different days must not both pay one balance.
+        # (Its own statement: the next one's snapshot is taken after the lock is held.)
         await tx.execute("SELECT pg_advisory_xact_lock(%s)", (CLOSE_LOCK,))
-        cur = await tx.execute("SELECT max(day) FROM closes")
-        latest = await cur.fetchone()
-        if not may_close(day, latest[0] if latest else None):
-            return
+        cur = await tx.execute("SELECT EXISTS (SELECT FROM closes WHERE day = %s)", (day,))
+        closed = await cur.fetchone()
+        if closed is not None and closed[0]:
+            return  # a day closes once: a second tick for it changes nothing
         entries = payouts(day, await positive_balances(tx))
         await book(tx, entries, envelope)
         await tx.execute(

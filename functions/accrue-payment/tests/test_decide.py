@@ -18,7 +18,6 @@ from function.decide import (
     authorize,
     base_units,
     closed_day,
-    may_close,
     on_assigned,
     on_completed,
     payout_id,
@@ -110,14 +109,6 @@ def test_given_a_ping_after_midnight_utc_when_closing_then_the_previous_utc_day_
     # 01:30 in UTC+2 is 23:30 UTC the day before: that day's previous day closes.
     plus_two = timezone(timedelta(hours=2))
     assert closed_day(datetime(2026, 11, 21, 1, 30, tzinfo=plus_two)) == date(2026, 11, 19)
-
-
-def test_given_closed_days_when_asked_then_a_day_closes_once_and_never_before_a_later_one():
-    day = date(2026, 11, 20)
-    assert may_close(day, None)
-    assert may_close(day, day - timedelta(days=3))
-    assert not may_close(day, day)
-    assert not may_close(day, day + timedelta(days=1))
 
 
 def test_given_balances_when_closing_then_positive_ones_are_paid_out_and_negative_carry_over():
