@@ -10,13 +10,15 @@ never the SDK's CloudEvent object.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
@@ -39,6 +41,10 @@ from eventing.errors import (
     UnknownEventType,
 )
 from eventing.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    # Imported when used: only functions with an outbox need its HTTP client (cold start).
+    from eventing.outbox import Relay
 
 log = logging.getLogger("eventing.edge")
 
@@ -149,6 +155,8 @@ class Edge(Generic[S]):
 
     name: ClassVar[str]                 # the function's name; replies come from /eventworks/<name>
     schema: ClassVar[str | None] = None  # its PostgreSQL schema, if it keeps state
+    # Whether it publishes facts through its schema's outbox (`publish`), relayed to K_SINK.
+    outbox: ClassVar[bool] = False
     settings_type: type[S]
 
     def __init__(self) -> None:
@@ -158,6 +166,7 @@ class Edge(Generic[S]):
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
         self._start_error: str | None = None
+        self._relay: Relay | None = None
 
     # -- what each function provides -------------------------------------------------
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -197,17 +206,38 @@ class Edge(Generic[S]):
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()
+        if self.outbox:
+            self._start_relay(settings)
         self._settings = settings
         self._routes = self.routes()
         log.info("function started")
 
+    def _start_relay(self, settings: S) -> None:
+        if self._db is None:
+            raise SettingsError(f"{self.name} publishes through an outbox: it needs a schema")
+        if settings.k_sink is None:
+            # Nothing is lost: the facts wait in the outbox for a relay that has a sink.
+            log.warning("no K_SINK (no SinkBinding): facts stay in the outbox")
+            return
+        from eventing.outbox import Relay
+
+        self._relay = Relay(self._db, settings.k_sink)
+        self._relay.start()
+
     def stop(self) -> None:
+        if self._relay is not None:
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().create_task(self._relay.stop())
+            self._relay = None
         if self._db is not None:
             self._db.close_soon()
         log.info("function stopping")
 
     async def aclose(self) -> None:
         """Close the stores and wait for it (tests, benchmarks); `stop` cannot wait."""
+        if self._relay is not None:
+            await self._relay.stop()
+            self._relay = None
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -221,6 +251,17 @@ class Edge(Generic[S]):
         if self._db is not None:
             return self._db.ready()
         return True, "ready"
+
+    async def publish(self, delivery: Delivery[Any], type: str, data: BaseModel,
+                      subject: str | None = None) -> str:
+        """Publish a fact with the delivery's effects: into the outbox, in its transaction."""
+        if not self.outbox or delivery.tx is None:
+            raise RuntimeError(f"{self.name} has no outbox (set `outbox = True` and a schema)")
+        from eventing import outbox
+
+        return await outbox.put(delivery.tx, source=f"/eventworks/{self.name}", type=type,
+                                data=data, subject=subject,
+                                traceparent=delivery.envelope.traceparent)
 
     # -- the request path --------------------------------------------------------------
     async def handle(self, scope: dict[str, Any], receive: wire.Receive, send: wire.Send) -> None:
@@ -277,6 +318,8 @@ class Edge(Generic[S]):
             reply = await route.handler(Delivery(envelope, data, tx))
             answer = self._recorded(reply, envelope)
             await inbox.record(tx, envelope.source, envelope.id, answer)
+        if self._relay is not None:
+            self._relay.wake()  # committed: what it wrote to the outbox may go now
         return answer.status, answer.reply
 
     def _recorded(self, reply: Reply | None, incoming: Envelope) -> inbox.Recorded:

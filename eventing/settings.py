@@ -43,3 +43,5 @@ class Settings(EnvSettings):
     log_level: str = Field(default="INFO", alias="LOG_LEVEL",
                            pattern="^(DEBUG|INFO|WARNING|ERROR)$")
     database_pool_size: int = Field(default=4, alias="DATABASE_POOL_SIZE", ge=1, le=64)
+    # Where facts go (a SinkBinding injects it): functions with an outbox relay there.
+    k_sink: str | None = Field(default=None, alias="K_SINK", pattern=r"^https?://")
