@@ -32,6 +32,7 @@ from eventing.errors import Forbidden, InvalidEvent, Unauthorized
 from eventing.events import (
     ACCOUNTING_BALANCE,
     ACCOUNTING_BALANCE_GET,
+    ACCOUNTING_PAYOUT_DUE,
     PING,
     TODO_TASK_ASSIGNED,
     TODO_TASK_COMPLETED,
@@ -102,6 +103,7 @@ def new() -> Function:
 class Function(Edge[AccountingSettings]):
     name = "accrue-payment"
     schema = "accounting"
+    outbox = True  # the daily close's payout.due facts, relayed to K_SINK (the Broker)
     settings_type = AccountingSettings
 
     def routes(self) -> Mapping[str, Route[Any]]:
@@ -159,9 +161,10 @@ class Function(Edge[AccountingSettings]):
 
     async def _announce(self, delivery: Delivery[DailyClose],
                         entries: Sequence[Entry]) -> None:
-        """Each payout as `accounting.payout.due`, for link-identity."""
-        for event in payouts_due(entries):
-            del event  # TODO(outbox): publish through eventing.outbox once it is on main
+        """Each payout as `accounting.payout.due` (for link-identity), in the close's
+        transaction: published once it commits, never for a close that rolled back."""
+        for due in payouts_due(entries):
+            await self.publish(delivery, ACCOUNTING_PAYOUT_DUE, due, subject=due.user)
 
 
 def payouts_due(entries: Iterable[Entry]) -> list[PayoutDue]:

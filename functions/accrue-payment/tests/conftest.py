@@ -55,13 +55,33 @@ class Books:
             " JOIN accounting.accounts a USING (account_id)"
             " WHERE j.holder = %s AND a.kind = 'user' ORDER BY j.recorded_at, j.ref", holder)]
 
-    def unbalanced_journals(self) -> int:
-        return int(self._rows(
-            "SELECT count(*) FROM (SELECT journal_id FROM accounting.postings"
-            " GROUP BY journal_id HAVING sum(amount) <> 0 OR count(*) < 2) j")[0][0])
+    def audit(self, holders: list[str],
+              denomination: str = "USDC") -> tuple[list[tuple[Decimal, Decimal]], int, Decimal]:
+        """In one connection: each holder's (balance, sum of their postings), the number of
+        unbalanced journals, and the sum of the whole ledger."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            each = [conn.execute(
+                "SELECT coalesce((SELECT balance FROM accounting.accounts WHERE kind = 'user'"
+                "                  AND holder = %(h)s AND denomination = %(d)s), 0),"
+                "       (SELECT coalesce(sum(p.amount), 0) FROM accounting.postings p"
+                "          JOIN accounting.accounts a USING (account_id)"
+                "         WHERE a.kind = 'user' AND a.holder = %(h)s"
+                "           AND a.denomination = %(d)s)",
+                {"h": h, "d": denomination}).fetchone() for h in holders]
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM (SELECT FROM accounting.postings GROUP BY journal_id"
+                "                              HAVING sum(amount) <> 0 OR count(*) < 2) j),"
+                "       (SELECT coalesce(sum(amount), 0) FROM accounting.postings)").fetchone()
+        assert row is not None
+        return ([(Decimal(r[0]), Decimal(r[1])) for r in each if r is not None], int(row[0]),
+                Decimal(row[1]))
 
-    def ledger_sum(self) -> Decimal:
-        return Decimal(self._rows("SELECT coalesce(sum(amount), 0) FROM accounting.postings")[0][0])
+    def payouts_due(self, day: str) -> list[dict[str, Any]]:
+        """The payout.due facts the close of `day` wrote to the outbox."""
+        return [data for (data,) in self._rows(
+            "SELECT data FROM accounting.outbox"
+            " WHERE attributes->>'type' = 'dev.eventworks.accounting.payout.due'"
+            "   AND data->>'day' = %s ORDER BY seq", day)]
 
     def accounts_agree_with_postings(self) -> bool:
         return bool(self._rows(

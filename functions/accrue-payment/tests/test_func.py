@@ -221,6 +221,10 @@ async def test_given_balances_when_the_day_closes_twice_then_positive_ones_pay_o
     assert [kind for kind, _, _ in books.journals(earner)].count("payout") == 1
     assert books.balance(debtor) == Decimal("-19.99")  # carried over, no payout
     assert [kind for kind, _, _ in books.journals(debtor)] == ["fee"]
+    due = [d for d in books.payouts_due(day.isoformat()) if d["user"] in (earner, debtor)]
+    assert due == [{"payout_id": payout_id(earner, "USDC", day), "user": earner,
+                    "denomination": "USDC", "amount": "25.5", "amount_base_units": "25500000",
+                    "decimals": 6, "day": day.isoformat()}]
 
 
 async def test_given_a_negative_balance_when_later_earnings_close_then_only_the_net_pays_out(
@@ -287,6 +291,5 @@ def test_given_a_journal_that_does_not_balance_when_committed_then_refused(stack
 
 def test_given_every_test_so_far_then_the_ledger_sums_to_zero_and_balances_follow_postings(
         books):
-    assert books.unbalanced_journals() == 0
-    assert books.ledger_sum() == 0
+    assert books.audit([])[1:] == (0, 0)
     assert books.accounts_agree_with_postings()
