@@ -134,7 +134,8 @@ def test_given_random_interleavings_with_duplicates_then_balances_match_the_mode
 
     def as_todo(task: dict[str, Any]) -> dict[str, Any]:
         assignee = task["assignee"]
-        return facts.task(**task) | {"task_id": f"{run}-{task['task_id']}",
+        todo: dict[str, Any] = facts.task(**task)
+        return todo | {"task_id": f"{run}-{task['task_id']}",
                                      "assignee": None if assignee is None else users[assignee]}
 
     kinds = {"assigned": facts.ASSIGNED, "completed": facts.COMPLETED}
