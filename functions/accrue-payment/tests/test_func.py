@@ -202,6 +202,21 @@ async def test_given_a_user_with_no_entries_when_balance_get_then_zero_and_no_en
                                      "entries": []}
 
 
+async def test_given_accounts_in_two_denominations_when_balance_get_names_one_then_that_one(
+        env, facts):
+    alice = facts.user()
+    await post_all(env, facts.fact(facts.ASSIGNED, facts.task(assignee=alice)),
+                   facts.fact(facts.ASSIGNED, facts.task(assignee=alice, assign_fee="0.5",
+                                                         denomination="dai", decimals=18)))
+    (dai, usdc, bad) = await post_all(env, balance_get({"denomination": "DAI"}, authid=alice),
+                                      balance_get({}, authid=alice),
+                                      balance_get({"denomination": "D A I"}, authid=alice))
+    assert (reply_of(dai)[1]["balance"], reply_of(dai)[1]["denomination"]) == ("-0.5", "DAI")
+    assert (reply_of(usdc)[1]["balance"], reply_of(usdc)[1]["denomination"]) == ("-12.5", "USDC")
+    assert bad.status_code == 400
+    assert bad.json()["field"] == "data.denomination"
+
+
 # -- the daily close --------------------------------------------------------------------------
 async def test_given_balances_when_the_day_closes_twice_then_positive_ones_pay_out_once(
         env, books, facts):
