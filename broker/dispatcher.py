@@ -31,7 +31,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    OFFSET_END,
+    Consumer,
+    KafkaError,
+    Message,
+    TopicPartition,
+)
 
 from broker import delivery, topics
 from broker.connections import Connections
@@ -44,6 +51,11 @@ COMMIT_EVERY = 0.02            # seconds: commits are batched, never delayed lon
 PUBLISH_TIMEOUT = 5.0          # seconds to wait for Kafka to acknowledge a reply
 DEAD_LETTER_MAX_BACKOFF = 30.0  # a dead-letter sink that fails is retried forever, slowly
 DEFAULT_TIMEOUT = 30.0         # seconds per attempt when the delivery spec sets none
+# An idle Trigger consumer pauses its partitions after this long without records and
+# waits for the doorbell (see `Doorbell`); it looks once a second anyway.
+DOZE_AFTER = 0.25
+DOZE_LOOK_EVERY = 1.0
+DOZE_LOOK_FOR = 0.03   # a look without a ring: a few fetches, then doze again
 
 
 class Match(Protocol):
@@ -304,6 +316,67 @@ class Courier:
         return delivery.send(self.client, sink.uri, event, self.timeout).ok
 
 
+# -- the doorbell: one fetcher for the idle ones -------------------------------------------
+
+class Doorbell(threading.Thread):
+    """Watches the broker topic for new records so that idle Trigger consumers need not.
+
+    tansu holds every fetch for `fetch.wait.max.ms` even when data waits, so a consumer
+    fetches with 5 ms waits to keep deliveries fast: 200 fetches a second, per consumer,
+    even when nothing happens. With one consumer per Trigger that was most of an idle
+    stack's CPU. An idle Trigger consumer pauses its partitions instead (`pause` loses
+    nothing: the offsets it has not committed stay where they are) and waits here; this
+    one consumer, reading from the end of the topic, rings when any record arrives.
+    A missed ring costs latency, never an event: dozing consumers also look every second.
+    """
+
+    def __init__(self, *, bootstrap: list[str], topic: str, partitions: int,
+                 stopping: threading.Event) -> None:
+        super().__init__(name="doorbell", daemon=True)
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.partitions = partitions
+        self.stopping = stopping
+        self.rings = 0
+        self.last_ring = 0.0
+        self.latest: dict[int, int] = {}  # partition → the offset after the last record seen
+        self._rang = threading.Condition()
+
+    def run(self) -> None:
+        consumer = Consumer({
+            **topics.config(self.bootstrap, "eventworks-doorbell"),
+            "group.id": "eventworks-doorbell",  # assigned, never joins or commits
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        })
+        try:
+            consumer.assign([TopicPartition(self.topic, p, OFFSET_END)
+                             for p in range(self.partitions)])
+            while not self.stopping.is_set():
+                arrived = [Record.of(m) for m in arrivals(consumer, wait=0.1)
+                           if m.error() is None]
+                if arrived:
+                    self.ring({r.partition: r.offset + 1 for r in arrived})
+        except Exception:
+            log.exception("the doorbell failed; idle consumers look every second")
+        finally:
+            consumer.close()
+
+    def ring(self, latest: Mapping[int, int] | None = None) -> None:
+        with self._rang:
+            for partition, offset in (latest or {}).items():
+                self.latest[partition] = max(offset, self.latest.get(partition, 0))
+            self.rings += 1
+            self.last_ring = time.monotonic()
+            self._rang.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> int:
+        """Wait until it rang after `seen` rings (or `timeout`); returns the rings so far."""
+        with self._rang:
+            self._rang.wait_for(lambda: self.rings != seen or self.stopping.is_set(), timeout)
+            return self.rings
+
+
 # -- one Trigger's consumer (its own thread) ---------------------------------------------
 
 def arrivals(consumer: Consumer, *, wait: float, most: int = 500) -> list[Message]:
@@ -324,13 +397,17 @@ class _Partition:
     finished: set[int] = field(default_factory=set)
     next_offset: int | None = None   # the lowest offset not finished yet
     committed: int | None = None
+    seen: int = 0                    # the offset after the last record received
 
 
 class TriggerConsumer(threading.Thread):
     def __init__(self, trigger: TriggerLike, *, bootstrap: list[str], courier: Courier,
                  ledger: RetryLedger, workers: Any, max_in_flight: int,
-                 session_timeout_ms: int = 1500) -> None:
+                 session_timeout_ms: int = 1500, doorbell: Doorbell | None = None) -> None:
         super().__init__(name=f"trigger-{trigger.name}", daemon=True)
+        self.doorbell = doorbell
+        self.dozing = False
+        self._busy_at = time.monotonic()
         self.trigger = trigger
         self.bootstrap = bootstrap
         self.courier = courier
@@ -348,6 +425,7 @@ class TriggerConsumer(threading.Thread):
         self._consumer: Consumer | None = None
         self._last_commit = 0.0
         self._paused: set[int] = set()
+        self._rings_seen = 0
         self.error: BaseException | None = None
 
     # rebalance callbacks: librdkafka calls them inside consume(), on this thread
@@ -358,6 +436,9 @@ class TriggerConsumer(threading.Thread):
             self._paused.discard(tp.partition)
 
     def _assigned(self, consumer: Consumer, assigned: list[TopicPartition]) -> None:
+        # New partitions start unpaused, and may hold a backlog: be awake for them.
+        self.dozing = False
+        self._busy_at = time.monotonic()
         self._generation += 1
         self.spent = self.ledger.load(self.trigger.name)
         for tp in assigned:
@@ -389,7 +470,12 @@ class TriggerConsumer(threading.Thread):
         consumer.subscribe([self.topic], on_assign=self._assigned, on_revoke=self._revoked)
         try:
             while not self.stopping.is_set():
-                for message in arrivals(consumer, wait=0.02):
+                wait = 0.02
+                if self.dozing:
+                    self._doze(consumer)
+                    wait = 0.0  # still poll: rebalances and errors arrive through it
+                for message in arrivals(consumer, wait=wait):
+                    self._busy_at = time.monotonic()
                     error = message.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:
@@ -400,11 +486,13 @@ class TriggerConsumer(threading.Thread):
                     state = self.partitions.get(record.partition)
                     if state is not None:
                         state.pending.append(record)
+                        state.seen = record.offset + 1
                 self._drain()
                 self._dispatch()
                 self._settle()
                 self._commit(sync=False)
                 self._backpressure(consumer)
+                self._maybe_doze(consumer)
             deadline = time.monotonic() + 5
             while self._in_flight() and time.monotonic() < deadline:
                 self._drain(block=0.05)
@@ -415,6 +503,59 @@ class TriggerConsumer(threading.Thread):
 
     def _in_flight(self) -> int:
         return sum(len(p.in_flight) for p in self.partitions.values())
+
+    def _assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(self.topic, p) for p in self.partitions]
+
+    def _maybe_doze(self, consumer: Consumer) -> None:
+        """Pause when nothing arrived, rang, waits or flies for DOZE_AFTER: everything
+        appended before then was fetched by the fetches of that quiet while, and what
+        comes after rings the doorbell."""
+        bell = self.doorbell
+        if bell is None or self.dozing or not self.partitions or self._paused:
+            return
+        if self._in_flight() or any(p.pending for p in self.partitions.values()):
+            self._busy_at = time.monotonic()
+            return
+        quiet_since = max(self._busy_at, bell.last_ring)
+        if time.monotonic() - quiet_since < DOZE_AFTER:
+            return
+        if any(state.seen < bell.latest.get(partition, 0)
+               for partition, state in self.partitions.items()):
+            return  # the doorbell saw records this consumer has not: not idle, only slow
+        self._commit(sync=False)
+        consumer.pause(self._assignment())
+        self.dozing = True
+        self._rings_seen = bell.rings
+
+    def _doze(self, consumer: Consumer) -> None:
+        bell = self.doorbell
+        assert bell is not None
+        rings = bell.wait(self._rings_seen, DOZE_LOOK_EVERY)
+        now = time.monotonic()
+        rang = rings != self._rings_seen
+        if not rang and now - self._busy_at < DOZE_LOOK_EVERY:
+            return  # a short wait (stopping, a spurious wake-up): doze on
+        self.dozing = False
+        # Woken by a ring: awake until quiet again. A periodic look: only a few fetches.
+        self._busy_at = now if rang else now - DOZE_AFTER + DOZE_LOOK_FOR
+        self._wake(consumer)
+
+    def _wake(self, consumer: Consumer) -> None:
+        """Resume, and seek to where each partition stands: librdkafka fetches a resumed
+        partition only after a backoff (~0.4 s on tansu); a seek fetches at once. A
+        partition that never delivered a record has no position: its committed offset,
+        or else its beginning, is where `auto.offset.reset` would have started."""
+        assignment = self._assignment()
+        positions = consumer.position(assignment)
+        unknown = [tp for tp in positions if tp.offset < 0]
+        committed = {tp.partition: tp.offset
+                     for tp in (consumer.committed(unknown, timeout=5) if unknown else [])}
+        consumer.resume(assignment)
+        for tp in positions:
+            offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+            consumer.seek(TopicPartition(self.topic, tp.partition,
+                                         offset if offset >= 0 else OFFSET_BEGINNING))
 
     def _dispatch(self) -> None:
         if self.trigger.ordered:
@@ -531,6 +672,7 @@ class Dispatcher:
         self._writer: topics.Writer | None = None
         self._client: Connections | None = None
         self._workers: Any = None
+        self.doorbell: Doorbell | None = None
 
     def start(self) -> None:
         from concurrent.futures import ThreadPoolExecutor
@@ -549,13 +691,17 @@ class Dispatcher:
                     for t in self.triggers)
         self._workers = ThreadPoolExecutor(max_workers=max(1, slots),
                                            thread_name_prefix="delivery")
+        self.doorbell = Doorbell(bootstrap=self.bootstrap, topic=self.topic,
+                                 partitions=self.partitions, stopping=self.stopping)
+        self.doorbell.start()
         for trigger in self.triggers:
             courier = Courier(trigger, client=self._client, publisher=publisher, ledger=ledger,
                               stopping=self.stopping, on_attempt=self.on_attempt)
             consumer = TriggerConsumer(trigger, bootstrap=self.bootstrap, courier=courier,
                                        ledger=ledger, workers=self._workers,
                                        max_in_flight=self.max_in_flight,
-                                       session_timeout_ms=self.session_timeout_ms)
+                                       session_timeout_ms=self.session_timeout_ms,
+                                       doorbell=self.doorbell)
             consumer.start()
             self.consumers.append(consumer)
 
@@ -573,6 +719,9 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         for consumer in self.consumers:
             consumer.join(max(0.1, deadline - time.monotonic()))
+        if self.doorbell is not None:
+            self.doorbell.ring()  # wakes dozing consumers that are still waiting
+            self.doorbell.join(max(0.1, deadline - time.monotonic()))
         if self._workers is not None:
             self._workers.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:

@@ -405,7 +405,7 @@ class Ingress:
 async def _read_body(receive: wire.Receive, headers: Mapping[str, str], limit: int) -> bytes:
     """The whole request body, refused as soon as it is known to exceed `limit` bytes."""
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     body = bytearray()
     while True:

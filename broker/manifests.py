@@ -272,7 +272,7 @@ _CRON_ITEM = re.compile(r"(?:\*|\?|(?P<low>\w+)(?:-(?P<high>\w+))?)(?:/(?P<step>
 
 
 def _cron_value(word: str, lowest: int, highest: int, names: tuple[str, ...]) -> int | None:
-    number = int(word) if word.isdigit() else (
+    number = int(word) if word.isascii() and word.isdigit() else (
         names.index(word.upper()) + lowest if word.upper() in names else None)
     return number if number is not None and lowest <= number <= highest else None
 
@@ -803,7 +803,7 @@ def _positive(config: _Parsed, data: Mapping[str, str], key: str) -> int:
     text = data.get(key)
     if text is None:
         raise config.where.error(f"data[{key}]", "is required by a Kafka Broker")
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise config.where.error(f"data[{key}]", f"must be a positive integer, not {text!r}")
     return int(text)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
@@ -56,7 +57,7 @@ def _headers(scope: Mapping[str, Any]) -> dict[str, str]:
 async def _body(receive: Receive, headers: Mapping[str, str], limit: int) -> bytes | Rejected:
     too_large = Rejected(PayloadTooLarge(f"the event is larger than {limit} bytes"))
     declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         return too_large
     body = bytearray()
     while True:
@@ -120,7 +121,32 @@ async def decode_request(scope: Mapping[str, Any], receive: Receive, *,
         field = next(iter(exc.errors), None)
         return Rejected(InvalidEvent(f"invalid CloudEvent attributes: {exc}", field=field))
     except Exception as exc:  # the SDK raises ValueError, TypeError, JSON errors...
-        return Rejected(InvalidEvent(f"not a valid CloudEvent: {exc}"))
+        return Rejected(InvalidEvent(f"not a valid CloudEvent: {exc}",
+                                     field=_culprit(headers, body, binary)))
+
+
+def _culprit(headers: Mapping[str, str], body: bytes, binary: bool) -> str:
+    """Which part of the message the SDK could not read (it does not say): the time,
+    whose format is strict, or else the data."""
+    if binary:
+        time = headers.get("ce-time")
+        return "header ce-time" if time is not None and not _is_time(time) else "data"
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return "body"
+    time = document.get("time") if isinstance(document, dict) else None
+    if time is not None and not (isinstance(time, str) and _is_time(time)):
+        return "time"
+    return "data_base64" if isinstance(document, dict) and "data_base64" in document else "data"
+
+
+def _is_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 async def lifespan(receive: Receive, send: Send) -> None:

@@ -104,6 +104,19 @@ class Stack:
                                    tail(self.layout.log(name)))
             time.sleep(0.05)
 
+    def restart(self, crashed: Started) -> Started:
+        """Spawn an exited component again, on its port, as Kubernetes restarts a
+        crashed container; it becomes ready on its own (no wait here)."""
+        component = crashed.component
+        process, entry = spawn(component.name, component.command, env=component.env,
+                               log=self.layout.log(component.name), cwd=component.cwd,
+                               user=component.user, stop_signal=component.stop_signal,
+                               ports=component.ports)
+        again = Started(component, process, entry)
+        self.started[self.started.index(crashed)] = again
+        self.state.write(self.me, [s.entry for s in self.started])
+        return again
+
     def stop_all(self) -> None:
         # Functions first, then the broker and helpers, then the stores they use.
         terminate([s.entry for s in reversed(self.started)])
@@ -228,6 +241,52 @@ class Stack:
                          for r in rows)
 
 
+# Stores hold state a restart would lose (tansu keeps its topics in memory): an exited
+# store is reported, not restarted. Everything else restarts, like a crashed pod.
+NOT_RESTARTED = frozenset({"postgres", "kafka", "etcd"})
+BACKOFF_FIRST, BACKOFF_MOST, BACKOFF_RESET_AFTER = 0.5, 30.0, 60.0
+
+
+@dataclass
+class _Crashes:
+    count: int = 0
+    due: float | None = None      # when the pending restart may happen
+    running_since: float = 0.0
+
+
+class Restarts:
+    """When an exited component restarts: at once the first time, then backing off
+    (0.5 s doubling to 30 s) while it keeps crashing, as a CrashLoopBackOff does; a
+    component that ran a minute since its last restart starts over at once."""
+
+    def __init__(self) -> None:
+        self._crashes: dict[str, _Crashes] = {}
+        self._reported: set[str] = set()
+
+    def exited(self, name: str, code: int, now: float) -> float | None:
+        """Seconds to wait before restarting `name` (0: now); None: never, or said already."""
+        if name in NOT_RESTARTED:
+            if name in self._reported:
+                return None
+            self._reported.add(name)
+            return float("inf")
+        crashes = self._crashes.setdefault(name, _Crashes())
+        if crashes.due is None:
+            if now - crashes.running_since > BACKOFF_RESET_AFTER:
+                crashes.count = 0
+            wait = 0.0 if crashes.count == 0 else min(
+                BACKOFF_MOST, BACKOFF_FIRST * 2 ** (crashes.count - 1))
+            crashes.due = now + wait
+            return wait if wait > 0 else 0.0
+        return 0.0 if now >= crashes.due else None
+
+    def restarted(self, name: str, now: float) -> None:
+        crashes = self._crashes[name]
+        crashes.count += 1
+        crashes.due = None
+        crashes.running_since = now
+
+
 def _raise_stopping(signum: int, frame: FrameType | None) -> None:
     raise Stopping(signal.Signals(signum).name)
 
@@ -257,15 +316,28 @@ def up(layout: Layout, say: Say = print) -> int:
         stack.write_env()
         say(stack.table())
         say(f"\nenvironment: {layout.env_file}\nCtrl-C stops everything.")
-        reported: set[str] = set()
+        watch = Restarts()
         while True:
-            for s in stack.started:
+            for s in list(stack.started):
                 code = s.process.poll()
-                if code is not None and s.component.name not in reported:
-                    reported.add(s.component.name)
-                    say(f"{s.component.name} exited with status {code}; its log: "
-                        f"{layout.log(s.component.name)}")
-            time.sleep(0.5)
+                if code is None:
+                    continue
+                name = s.component.name
+                delay = watch.exited(name, code, time.monotonic())
+                if delay is None:
+                    continue
+                if delay == float("inf"):
+                    say(f"{name} exited with status {code}; a store is not restarted "
+                        f"(its log: {layout.log(name)})")
+                    continue
+                if delay > 0:
+                    say(f"{name} exited with status {code}; restarting in {delay:g} s "
+                        f"(its log: {layout.log(name)})")
+                    continue
+                stack.restart(s)
+                watch.restarted(name, time.monotonic())
+                say(f"{name} restarted")
+            time.sleep(0.2)
     except StartFailure as failure:
         say(f"\nthe stack did not start: {failure}\n--- last lines of "
             f"{layout.log(failure.component)} ---\n{failure.log_tail}")

@@ -266,3 +266,41 @@ def test_given_dead_letter_sink_is_a_kafka_topic_when_dead_lettered_then_record_
     record = only(kafka, event_id, topic)
     assert record.headers["ce_knativeerrorcode"] == b"400"
     assert base64.b64decode(record.headers["ce_knativeerrordata"]) == b"nope"
+
+
+# -- idle consumers doze; the doorbell wakes them ---------------------------------------------
+def test_given_idle_triggers_when_an_event_arrives_then_the_doorbell_wakes_the_dozing_consumers(
+        dispatch, producer, broker, subscribers, monkeypatch):
+    import broker.dispatcher as dispatcher_module
+
+    # No periodic look: only the doorbell can wake a dozing consumer in this test.
+    monkeypatch.setattr(dispatcher_module, "DOZE_LOOK_EVERY", 3600.0)
+    first, second = subscriber(subscribers), subscriber(subscribers)
+    dispatcher = dispatch(trigger("first", Destination(first.url), broker),
+                          trigger("second", Destination(second.url), broker, ordered=True),
+                          broker=broker)
+    wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "every consumer dozing")
+
+    event_id = publish(producer, broker)
+
+    wait_until(lambda: first.of(event_id) and second.of(event_id), "both deliveries")
+    assert dispatcher.doorbell is not None
+    assert dispatcher.doorbell.rings >= 1
+    wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "dozing again")
+
+
+def test_given_a_doorbell_that_never_rings_when_an_event_arrives_then_a_periodic_look_delivers_it(  # noqa: E501
+        dispatch, producer, broker, subscribers, monkeypatch):
+    import broker.dispatcher as dispatcher_module
+
+    monkeypatch.setattr(dispatcher_module, "DOZE_LOOK_EVERY", 0.2)
+    monkeypatch.setattr(dispatcher_module.Doorbell, "ring", lambda self: None)
+    sink = subscriber(subscribers)
+    dispatcher = dispatch(trigger("deaf", Destination(sink.url), broker), broker=broker)
+    wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "the consumer dozing")
+
+    event_id = publish(producer, broker)
+
+    wait_until(lambda: sink.of(event_id), "the delivery")
+    assert dispatcher.doorbell is not None
+    assert dispatcher.doorbell.rings == 0

@@ -172,3 +172,53 @@ def test_given_component_that_cannot_start_when_started_then_it_is_named_with_it
     assert "last lines of" in output
     assert "postgres.log" in output
     assert supervisor.stop(layout, said.append) == 0
+
+
+# -- crashed components restart, as crashed pods do ------------------------------------------
+def test_given_a_crash_loop_when_it_keeps_exiting_then_restarts_back_off_and_reset_after_a_quiet_minute():  # noqa: E501
+    restarts = supervisor.Restarts()
+    assert restarts.exited("sign-tx", -9, now=100.0) == 0.0      # the first crash: at once
+    restarts.restarted("sign-tx", now=100.0)
+    assert restarts.exited("sign-tx", 1, now=101.0) == 0.5       # then 0.5, 1, 2 … 30 s
+    assert restarts.exited("sign-tx", 1, now=101.2) is None      # not due yet, said already
+    assert restarts.exited("sign-tx", 1, now=101.5) == 0.0
+    restarts.restarted("sign-tx", now=101.5)
+    assert restarts.exited("sign-tx", 1, now=102.0) == 1.0
+    assert restarts.exited("sign-tx", 1, now=103.0) == 0.0
+    for n in range(10):
+        restarts.restarted("sign-tx", now=104.0 + n)
+        restarts.exited("sign-tx", 1, now=104.0 + n)
+    assert restarts.exited("sign-tx", 1, now=999.0) == 0.0       # due long ago
+    restarts.restarted("sign-tx", now=1000.0)
+    assert restarts.exited("sign-tx", 1, now=1000.1) == supervisor.BACKOFF_MOST
+    restarts.exited("sign-tx", 1, now=1100.0)
+    restarts.restarted("sign-tx", now=1100.0)
+    assert restarts.exited("sign-tx", 1, now=1200.0) == 0.0      # ran a minute: at once
+
+
+def test_given_a_store_when_it_exits_then_it_is_reported_once_and_not_restarted():
+    restarts = supervisor.Restarts()
+    assert restarts.exited("kafka", -9, now=1.0) == float("inf")
+    assert restarts.exited("kafka", -9, now=2.0) is None
+
+
+@pytest.mark.parametrize("name", ["parse-comment", "dispatcher"])
+def test_given_a_running_component_when_sigkilled_then_the_supervisor_starts_it_again(
+        stack_env, name):
+    layout = Layout.from_env()
+    _, children = StateFile(layout.state_file).read()
+    (before,) = [c for c in children if c.name == name]
+    os.killpg(before.pid, signal.SIGKILL)
+
+    def back() -> bool:
+        _, now = StateFile(layout.state_file).read()
+        again = [c for c in now if c.name == name and c.pid != before.pid and alive(c)]
+        return bool(again) and all(port_open(p) for p in again[0].ports)
+
+    from tests.tansu import wait_until
+
+    wait_until(back, f"{name} running again", timeout=60)
+    if name == "parse-comment":
+        url = stack_env["FUNCTION_PARSE_COMMENT_URL"]
+        wait_until(lambda: httpx.get(f"{url}/health/readiness").status_code == 200,
+                   "parse-comment ready again", timeout=60)

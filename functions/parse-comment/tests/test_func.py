@@ -126,7 +126,7 @@ async def test_given_unknown_event_type_when_posted_then_400_naming_type(env):
     (b"{}", {"ce-id": "1", "ce-type": "x", "ce-source": "/s", "ce-specversion": "0.9"},
      "specversion"),
     (b"{}", {"ce-id": "1", "ce-type": "x", "ce-source": "/s", "ce-specversion": "1.0",
-             "ce-time": "yesterday"}, None),
+             "ce-time": "yesterday"}, "header ce-time"),
 ])
 async def test_given_request_that_is_not_a_cloudevent_when_posted_then_400_problem(
         env, body, headers, field):

@@ -31,7 +31,7 @@ class LeaseKeyFailed(Exception):
 
 def _retry_after(response: httpx.Response) -> int:
     value = response.headers.get("retry-after", "1")
-    return max(1, int(value)) if value.isdigit() else 1
+    return max(1, int(value)) if value.isascii() and value.isdigit() else 1
 
 
 # lease-key's refusals → sign-tx's answer; the broker retries 409, 429 and 503.

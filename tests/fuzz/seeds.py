@@ -1,0 +1,77 @@
+"""Starting inputs for each target: real, valid examples, so mutations start deep."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import yaml
+
+from eventing import ethereum
+
+ROOT = Path(__file__).resolve().parents[2]
+TCK = ROOT.parent / "shared" / "reference" / "cesql-tck"
+GOLDEN = ROOT / "tests" / "data" / "github" / "issue_comment.created.json"
+
+SIWE_EXAMPLE = """\
+example.com wants you to sign in with your Ethereum account:
+0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2
+
+I accept the ExampleOrg Terms of Service: https://example.com/tos
+
+URI: https://example.com/login
+Version: 1
+Chain ID: 1
+Nonce: 32891756
+Issued At: 2021-09-30T16:25:24Z
+Resources:
+- ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq/
+- https://example.com/my-web2-claim.json"""
+# eth-account's documented example key; only ever signs fuzz seeds.
+DOC_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
+
+
+def cesql() -> list[bytes]:
+    found: list[bytes] = []
+    for file in sorted(TCK.glob("*.yaml")):
+        for case in yaml.safe_load(file.read_text()).get("tests", []):
+            found.append(str(case["expression"]).encode())
+    return found
+
+
+def siwe() -> list[bytes]:
+    return [SIWE_EXAMPLE.encode(), SIWE_EXAMPLE.split("\nResources:")[0].encode()]
+
+
+def raw_tx() -> list[bytes]:
+    tx = ethereum.UnsignedTx(chain_id=1, nonce=7, max_priority_fee_per_gas=2 * 10**9,
+                             max_fee_per_gas=40 * 10**9, gas_limit=65_000,
+                             to="0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48", value=1,
+                             data=b"\xa9\x05\x9c\xbb" + bytes(64))
+    raw, _hash, _sender = ethereum.sign(tx, DOC_KEY)
+    legacy = bytes.fromhex(
+        "f86c098504a817c800825208943535353535353535353535353535353535353535880de0b6b3a7640000"
+        "8025a028ef61340bd939bc2195fe537567866003e1a15d3c71ff63e1590620aa636276a067cbe9d8997f"
+        "761aecb703304b3800ccf555c9f3dc64214b297fb1966a3b6d83")
+    return [raw, legacy]
+
+
+def edge() -> list[bytes]:
+    """Requests in the layout `targets.request_of` reads: method, content type, headers."""
+    payload = json.dumps(json.loads(GOLDEN.read_text())).encode()
+
+    def header(index: int, value: bytes) -> bytes:
+        return bytes([index, len(value)]) + value
+
+    binary = bytes([0, 0, 4]) + header(0, b"abc") + header(1, b"/s") + header(
+        2, b"dev.knative.source.github.issue_comment") + header(3, b"1.0") + payload
+    structured = bytes([0, 1, 0]) + json.dumps({
+        "specversion": "1.0", "id": "1", "source": "/s",
+        "type": "dev.knative.source.github.issue_comment", "data": json.loads(payload)}).encode()
+    return [binary, structured, bytes([3, 2, 0]) + b"hello"]
+
+
+SEEDS: Mapping[str, Callable[[], list[bytes]]] = {
+    "cesql": cesql, "siwe": siwe, "raw-tx": raw_tx, "edge": edge,
+}
