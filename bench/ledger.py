@@ -9,10 +9,10 @@ PostgreSQL insert loop that makes the same number of round trips, in one run.
    Sequential, then CONCURRENCY clients at once (the company account is every entry's
    counter-party: one row every booking locks until it commits).
 2. Bare loop: the same number of transactions on one psycopg connection per client, each
-   BEGIN, k single-row INSERTs into a temporary table, COMMIT, with k chosen so that a
-   transaction makes as many round trips as a ledger event did (counted on the psycopg
-   cursors while the ledger part ran). What remains between the two is the function: the
-   HTTP decode/encode, validation, and what PostgreSQL does per statement.
+   BEGIN, k single-row INSERTs into a plain (logged) table of its own, COMMIT, with k
+   chosen so that a transaction makes as many round trips as a ledger event did (counted
+   on the psycopg cursors while the ledger part ran). What remains between the two is the
+   function: the HTTP decode/encode, validation, and what PostgreSQL does per statement.
 
 Fees exceed rewards, so the bench's users end in debt and no daily close pays them.
 """
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg import AsyncConnection, AsyncCursor
+from psycopg import AsyncConnection, AsyncCursor, sql
 
 from bench.processes import BenchFailure
 from stack.layout import Layout
@@ -165,20 +165,27 @@ async def _ledger(env: Mapping[str, str], count: int, concurrency: int) -> tuple
 
 
 async def _bare(url: str, count: int, concurrency: int, inserts: int) -> Run:
+    # A logged table like the ledger's (a temporary one writes no WAL, commits for free),
+    # in the schema the role owns; dropped afterwards.
+    table = sql.Identifier("accounting", f"bench_bare_{uuid.uuid4().hex[:10]}")
     connections = [await AsyncConnection.connect(url) for _ in range(concurrency)]
     try:
-        for conn in connections:
-            await conn.execute("CREATE TEMP TABLE bench_rows (n bigint, v numeric)")
-            await conn.commit()
+        await connections[0].execute(
+            sql.SQL("CREATE TABLE {} (n bigint, v numeric)").format(table))
+        await connections[0].commit()
+        insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table)
 
         async def transaction(n: int, i: int) -> None:
             conn = connections[n]
             async with conn.transaction():
                 for k in range(inserts):
-                    await conn.execute("INSERT INTO bench_rows VALUES (%s, %s)", (i, k))
+                    await conn.execute(insert, (i, k))
 
         seconds = await _clients(concurrency, list(range(count)), transaction)
     finally:
+        with contextlib.suppress(Exception):
+            await connections[0].execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
+            await connections[0].commit()
         for conn in connections:
             await conn.close()
     return Run(count, seconds)
