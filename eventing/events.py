@@ -36,6 +36,11 @@ class GitHubUser(Model):
     type: str = "User"
 
 
+# GitHub's ISO 8601 timestamps (`2019-05-15T15:20:33Z`); the newest version of a comment or
+# body wins when deliveries arrive out of order.
+GitHubTime = AwareDatetime
+
+
 class GitHubRepository(Model):
     id: int
     full_name: RepositoryName
@@ -46,6 +51,11 @@ class GitHubIssue(Model):
     html_url: str
     # Present when the "issue" is a pull request: GitHub models PR comments as issue comments.
     pull_request: dict[str, object] | None = None
+    id: int = 0
+    body: str | None = None
+    user: GitHubUser | None = None
+    author_association: str = "NONE"
+    updated_at: GitHubTime | None = None
 
 
 class GitHubComment(Model):
@@ -54,6 +64,7 @@ class GitHubComment(Model):
     user: GitHubUser
     author_association: str = "NONE"
     html_url: str = ""
+    updated_at: GitHubTime | None = None
 
 
 class IssueCommentEvent(Model):
@@ -62,6 +73,36 @@ class IssueCommentEvent(Model):
     action: str
     issue: GitHubIssue
     comment: GitHubComment
+    repository: GitHubRepository
+    sender: GitHubUser
+
+
+class IssuesEvent(Model):
+    """`issues` webhook payload: the issue body is a bounty source too."""
+
+    action: str
+    issue: GitHubIssue
+    repository: GitHubRepository
+    sender: GitHubUser
+
+
+class GitHubPullRequest(Model):
+    id: int
+    number: int = Field(gt=0)
+    html_url: str = ""
+    title: str = ""
+    body: str | None = None
+    user: GitHubUser
+    author_association: str = "NONE"
+    merged: bool | None = None
+    updated_at: GitHubTime | None = None
+
+
+class PullRequestEvent(Model):
+    """`pull_request` webhook payload: its body is a bounty source; a merge may claim."""
+
+    action: str
+    pull_request: GitHubPullRequest
     repository: GitHubRepository
     sender: GitHubUser
 
@@ -79,6 +120,10 @@ class BountyRequested(Model):
     amount_base_units: BaseUnits
     decimals: int = Field(ge=0)
     sign_url: str
+    # What `comment_id` is the id of: an issue comment, or the body of an issue or a
+    # pull request (then it is that issue's or pull request's id).
+    source_kind: Literal["comment", "issue", "pull_request"] = "comment"
+    chain_id: int = Field(default=1, gt=0)
 
 
 # -- key pool (sign-tx ↔ lease-key, CloudEvents request/reply over HTTP) ------------------
@@ -224,8 +269,16 @@ class BountySigned(Model):
 
 
 class BountyFunded(Model):
+    """`funder_address` signed these terms for `bounty_id` (echoed from the pledge, as
+    verify-tx checked them): parse-comment compares them with the bounty's own terms."""
+
     bounty_id: str
     funder_address: Address
+    repository: RepositoryName | None = None
+    issue_number: int | None = Field(default=None, gt=0)
+    denomination: str | None = None
+    amount_base_units: BaseUnits | None = None
+    chain_id: int | None = Field(default=None, gt=0)
 
 
 class BountyRejected(Model):

@@ -12,6 +12,7 @@ parses them:
     GET    /repos/{owner}/{repo}/issues/comments/{id}
     PATCH  /repos/{owner}/{repo}/issues/comments/{id}        {"body": ...} → 200
     DELETE /repos/{owner}/{repo}/issues/comments/{id}        → 204
+    POST   /app/installations/{id}/access_tokens             (Bearer <app JWT>) → 201
 
 The same routes answer under `/api/v3` (a GitHub Enterprise style base URL).
 Every repository and issue exists (open, made up from its name); comments are
@@ -25,25 +26,32 @@ For tests: `GET /_stand-in/comments` lists every comment ever posted (optionally
 and history of earlier bodies, including deleted ones; `DELETE /_stand-in/comments`
 forgets them (ids keep counting up, so a stale id never names a new comment).
 `GET /health/readiness` and `/health/liveness` answer 200.
+
+A GitHub App authenticates with a JWT (RS256, signed with the app's private key, `iss` =
+the app id) to get an installation token; the stand-in checks the JWT's shape and claims
+(not its signature: it does not know the app's public key), answers with a fresh token,
+and lists what it issued at `GET /_stand-in/installation-tokens`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
 import re
-import signal
+import secrets
 import sys
 import zlib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
 
 from eventing.wire import Receive, Send, lifespan
+from stack import asgi_server
 
 log = logging.getLogger("stack.github_api")
 
@@ -65,6 +73,7 @@ ROUTES: list[tuple[str, re.Pattern[str]]] = [
     ("comment", re.compile(
         rf"^/repos/(?P<owner>{NAME})/(?P<repo>{NAME})/issues/comments/(?P<id>\d+)$")),
 ]
+INSTALLATION_TOKEN = re.compile(r"^/app/installations/(?P<id>\d+)/access_tokens$")
 
 
 class HTTPError(Exception):
@@ -119,6 +128,7 @@ class GitHubStandIn:
 
     def __init__(self) -> None:
         self.comments: dict[int, Comment] = {}
+        self.installation_tokens: list[dict[str, Any]] = []
         self._next_id = 1
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -145,6 +155,11 @@ class GitHubStandIn:
             if method == "DELETE":
                 self.comments.clear()
                 return 200, {"deleted": "all"}, {}
+        if path == "/_stand-in/installation-tokens" and method == "GET":
+            return 200, self.installation_tokens, {}
+        installation = INSTALLATION_TOKEN.match(path)
+        if installation is not None and method == "POST":
+            return 201, self._installation_token(request, int(installation["id"])), {}
         for name, pattern in ROUTES:
             match = pattern.match(path)
             if match is not None:
@@ -179,6 +194,17 @@ class GitHubStandIn:
                 log.info("comment deleted", extra={"comment_id": comment.id})
                 return 204, None, {}
         raise HTTPError(*NOT_FOUND)
+
+    def _installation_token(self, request: Request, installation_id: int) -> dict[str, Any]:
+        app_id = _app_jwt_issuer(request.headers)
+        expires = datetime.now(UTC) + timedelta(hours=1)
+        token = f"ghs_standin{secrets.token_hex(16)}"
+        self.installation_tokens.append({"app_id": app_id, "installation_id": installation_id,
+                                         "expires_at": _timestamp(expires)})
+        log.info("installation token issued", extra={"installation_id": installation_id})
+        return {"token": token, "expires_at": _timestamp(expires), "permissions": {
+            "issues": "write", "pull_requests": "read", "metadata": "read"},
+            "repository_selection": "all"}
 
     # -- state ----------------------------------------------------------------------------
     def _create(self, owner: str, repo: str, number: int, body: str) -> Comment:
@@ -311,6 +337,24 @@ def _authorize(headers: Mapping[str, str]) -> None:
         raise HTTPError(401, "Bad credentials")
 
 
+def _app_jwt_issuer(headers: Mapping[str, str]) -> str:
+    """The app id of a well-formed app JWT (RS256, iss, iat < exp), else 401 as GitHub."""
+    scheme, _, credential = headers.get("authorization", "").strip().partition(" ")
+    parts = credential.strip().split(".")
+    if scheme.lower() != "bearer" or len(parts) != 3:
+        raise HTTPError(401, "A JSON web token could not be decoded")
+    try:
+        header, claims = (json.loads(base64.urlsafe_b64decode(p + "=" * (-len(p) % 4)))
+                          for p in parts[:2])
+    except ValueError:
+        raise HTTPError(401, "A JSON web token could not be decoded") from None
+    if not isinstance(header, dict) or header.get("alg") != "RS256" \
+            or not isinstance(claims, dict) or "iss" not in claims \
+            or not int(claims.get("iat", 0)) < int(claims.get("exp", 0)):
+        raise HTTPError(401, "'Expiration time' claim ('exp') must be after 'Issued at'")
+    return str(claims["iss"])
+
+
 def _comment_body(request: Request) -> str:
     try:
         document = json.loads(request.body or b"null")
@@ -383,25 +427,6 @@ async def _respond(send: Send, status: int, body: Any, headers: Mapping[str, str
 
 # -- the process ---------------------------------------------------------------------------
 
-async def serve(app: GitHubStandIn, listen_address: str) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
-    config = Config()
-    config.bind = [listen_address]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = 2.0
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    log.info("github api stand-in listening", extra={"url": f"http://{listen_address}"})
-    framework: Any = app
-    await hypercorn_serve(framework, config, shutdown_trigger=stop.wait, mode="asgi")
-    log.info("github api stand-in stopped")
-
-
 def main() -> int:
     from eventing import logs
 
@@ -411,7 +436,7 @@ def main() -> int:
     if not re.fullmatch(r"\S+:\d{1,5}", listen_address):
         log.error("LISTEN_ADDRESS must be host:port", extra={"value": listen_address})
         return 2
-    asyncio.run(serve(GitHubStandIn(), listen_address))
+    asyncio.run(asgi_server.serve(GitHubStandIn(), listen_address, log, "github api stand-in"))
     return 0
 
 

@@ -42,6 +42,8 @@ BATCH_READER = "batch-reader"
 BATCH_SCHEMA = "batch"
 # What the local stack's sign-tx signs for (the seed job asks for chain id 1 too).
 SIGNING_CHAIN_ID = "1"
+# parse-comment's GitHub credential locally: the stand-in accepts any token.
+DEV_GITHUB_TOKEN = "ghs_local_stand_in_token"  # noqa: S105 - not a secret
 # Keys of the development pool made at `up` when the embedded etcd has none.
 DEV_POOL_KEYS = 4
 DATABASE = "eventworks"
@@ -219,15 +221,14 @@ def github_api(layout: Layout, port: int) -> Component:
     return _python(layout, "stack.github_api", port, "github-api", {})
 
 
-def signing_page(layout: Layout, port: int) -> Component:
-    directory = layout.root / "signing-page"
-    return Component(
-        name="signing-page",
-        command=[sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
-                 "--directory", str(directory), str(port)],
-        ready=lambda: port_open(port), shows=f"http://127.0.0.1:{port}/",
-        env=_base_env(), cwd=layout.root, ports=(port,),
-    )
+def signing_page(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
+    """The static page, and its same-origin `POST /events` forwarded to the broker
+    (stack/signing_page.py)."""
+    return _python(layout, "stack.signing_page", port, "signing-page", {
+        "BROKER_URL": env["BROKER_URL"],
+        "SIGNING_PAGE_DIR": str(layout.root / "signing-page"),
+        "LOG_LEVEL": env.get("LOG_LEVEL", "INFO"),
+    }, shows=f"http://127.0.0.1:{port}/")
 
 
 def broker(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
@@ -321,6 +322,9 @@ def own_settings(name: str, env: Mapping[str, str], *,
     only: lease-key never decrypts a key), lease-key's URL (it leases keys over HTTP,
     not through the broker) and the chain id it signs for.
     """
+    if name == "parse-comment":
+        # The chain its signing links name (sign-tx's), and a token for the stand-in.
+        return {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, "GITHUB_TOKEN": DEV_GITHUB_TOKEN}
     if name != "sign-tx":
         return {}
     own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID}

@@ -172,7 +172,7 @@ class Stack:
         env["GITHUB_API_URL"] = f"http://127.0.0.1:{self.port('github-api')}"
         env["SIGNING_PAGE_URL"] = f"http://127.0.0.1:{self.port('signing-page')}/"
         self.launch([services.github_api(layout, self.port("github-api")),
-                     services.signing_page(layout, self.port("signing-page")),
+                     services.signing_page(layout, self.port("signing-page"), env),
                      services.broker(layout, broker_port, env)])
 
         # SinkBindings of knative/base decide which functions get K_SINK, and to what.

@@ -59,8 +59,10 @@ def golden(name: str) -> dict[str, Any]:
 
 def issue_comment(body: str = "$USDC:100$", *, action: str = "created",
                   sender_type: str = "User") -> dict[str, Any]:
-    """The real issue_comment payload with the given body, action and sender type."""
+    """The real issue_comment payload with the given body, action and sender type, as a
+    comment of its own (a fresh comment id): parse-comment keeps one bounty per comment."""
     payload = golden("github/issue_comment.created.json")
+    payload["comment"]["id"] = uuid.uuid4().int % 10**12
     payload["action"] = action
     payload["comment"]["body"] = body
     payload["sender"]["type"] = sender_type

@@ -289,7 +289,7 @@ def test_given_idle_triggers_when_an_event_arrives_then_the_doorbell_wakes_the_d
     wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "dozing again")
 
 
-def test_given_a_doorbell_that_never_rings_when_an_event_arrives_then_a_periodic_look_delivers_it(  # noqa: E501
+def test_given_a_doorbell_that_never_rings_when_an_event_arrives_then_a_periodic_look_delivers_it(
         dispatch, producer, broker, subscribers, monkeypatch):
     import broker.dispatcher as dispatcher_module
 

@@ -1,11 +1,9 @@
 """The GitHub REST API stand-in, driven in-process through its ASGI app.
 
-PyGithub is not a dependency yet (it comes with the bounty-app issue, where
-parse-comment posts its answers). Until then the PyGithub-shaped test below
-sends exactly the requests PyGithub 2.x sends for `get_repo` → `get_issue` →
-`create_comment` → `edit` → `get_comments` (following the absolute `url` fields
-of the answers, as PyGithub does) and checks the fields it reads. Once PyGithub
-is installed, that test should drive `github.Github(base_url=...)` itself.
+The PyGithub-shaped test below sends exactly the requests PyGithub 2.x sends for
+`get_repo` → `get_issue` → `create_comment` → `edit` → `get_comments` (following the
+absolute `url` fields of the answers, as PyGithub does) and checks the fields it reads;
+the tests at the end drive PyGithub itself over HTTP, with a token and as a GitHub App.
 """
 
 from __future__ import annotations
@@ -278,3 +276,64 @@ def test_given_the_module_when_run_then_it_serves_on_listen_address_and_stops_on
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=10)
     assert code == 0, log.read_text()
+
+
+# -- PyGithub itself, over HTTP ------------------------------------------------------------
+def _pygithub_round_trip(url: str, auth: object) -> list[str]:
+    from github import Github
+
+    client = Github(auth=auth, base_url=url, retry=None, timeout=5,  # type: ignore[arg-type]
+                    seconds_between_requests=None, seconds_between_writes=None)
+    try:
+        issue = client.get_repo("octo/widgets").get_issue(12)
+        comment = issue.create_comment("first")
+        comment.edit("second")
+        assert issue.get_comment(comment.id).body == "second"
+        return [c.body for c in issue.get_comments()]
+    finally:
+        client.close()
+
+
+async def test_given_pygithub_with_a_token_when_it_comments_then_the_stand_in_records_it() -> None:
+    import asyncio
+
+    from github import Auth
+
+    from tests.github_stand_in import github_stand_in
+
+    async with github_stand_in() as served:
+        bodies = await asyncio.to_thread(_pygithub_round_trip, served.url,
+                                         Auth.Token("ghs_local_stand_in_token"))
+        (recorded_comment,) = await served.comments(repository="octo/widgets")
+    assert bodies == ["second"]
+    assert recorded_comment["history"] == ["first"]
+
+
+async def test_given_pygithub_as_an_app_when_it_comments_then_an_installation_token_is_issued(
+        ) -> None:
+    import asyncio
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from github import Auth
+
+    from tests.github_stand_in import github_stand_in
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    auth = Auth.AppAuth(123, pem).get_installation_auth(45)
+    async with github_stand_in() as served:
+        bodies = await asyncio.to_thread(_pygithub_round_trip, served.url, auth)
+    assert bodies == ["second"]
+    assert [(t["app_id"], t["installation_id"]) for t in served.app.installation_tokens] == [
+        ("123", 45)]
+
+
+async def test_given_no_app_jwt_when_asking_for_an_installation_token_then_401(
+        github: httpx.AsyncClient) -> None:
+    response = await github.post("/app/installations/1/access_tokens", headers=AUTH)
+    assert response.status_code == 401
+    response = await github.post("/app/installations/1/access_tokens",
+                                 headers={"Authorization": "Bearer not.a.jwt"})
+    assert response.status_code == 401

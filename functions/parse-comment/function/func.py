@@ -1,31 +1,114 @@
-"""parse-comment: GitHub comments → bounties.
+"""parse-comment: the GitHub-facing side of the bounty app.
 
-decode (the edge) → decide (pure, function.decide) → act → answer.
+decode (the edge) → decide (pure, function.decide) → act (one transaction in schema
+`parse_comment` with the event's inbox row; the bot's GitHub comment written inside it,
+function.bot) → answer (at most one reply event).
+
+GitHub webhooks: a bounty pattern in a comment, an issue body or a pull request body
+opens, changes or cancels that source's bounty; `/link 0x…` starts identity linking; a
+merged pull request that closes a funded bounty's issue claims it. Bounty and identity
+events from verify-tx and link-identity move the bounty's one bot comment along:
+requested → funded → claimed → paid (or cancelled).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
-from typing import Any
-from urllib.parse import urlencode
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
 
-from pydantic import Field, PrivateAttr, field_validator
+from psycopg import AsyncConnection
+from pydantic import (
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 from eventing.denominations import DEFAULT_REGISTRY, Registry, registry_from_json
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import (
+    BOUNTY_CANCELLED,
+    BOUNTY_CLAIMED,
+    BOUNTY_FUNDED,
+    BOUNTY_REJECTED,
     BOUNTY_REQUESTED,
+    BOUNTY_UPDATED,
     GITHUB_ISSUE_COMMENT,
+    GITHUB_ISSUES,
+    GITHUB_PULL_REQUEST,
+    IDENTITY_CHALLENGED,
+    IDENTITY_LINK_STARTED,
+    IDENTITY_LINKED,
+    IDENTITY_MISSING,
+    TX_REJECTED,
+    TX_VERIFIED,
+    BountyCancelled,
+    BountyClaimed,
+    BountyFunded,
+    BountyRejected,
     BountyRequested,
+    BountyUpdated,
+    GitHubUser,
+    IdentityChallenged,
+    IdentityLinked,
+    IdentityLinkStarted,
+    IdentityMissing,
     IssueCommentEvent,
+    IssueRef,
+    IssuesEvent,
+    PullRequestEvent,
+    TxRejected,
+    TxVerified,
+    bounty_payout_id,
 )
 from eventing.settings import Settings
-from function.decide import Bounty, Comment, decide
+from function import render, store
+from function.bot import Bot, Credentials
+from function.decide import (
+    Cancel,
+    Change,
+    Claim,
+    Explain,
+    Fund,
+    Ignore,
+    Link,
+    Open,
+    Pledged,
+    Policy,
+    Refuse,
+    Source,
+    SourceDecision,
+    SourceKind,
+    Taken,
+    Terms,
+    Tombstone,
+    Unfunded,
+    decide_claims,
+    decide_funding,
+    decide_source,
+    references,
+)
 
-# bounty_id = uuid5(namespace, repository id + comment id): stable across edits and
-# renames of the repository, the same for every redelivery of the webhook.
+# bounty_id = uuid5(namespace, repository id + source): stable across edits and renames of
+# the repository, the same for every redelivery of the webhook.
 BOUNTY_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:eventworks:bounty")
+
+
+def _words(value: object) -> object:
+    """A comma-separated list: "OWNER, MEMBER"."""
+    if isinstance(value, str):
+        return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+    return value
+
+
+Associations = Annotated[frozenset[str], BeforeValidator(_words), Field(min_length=1)]
 
 
 class ParseCommentSettings(Settings):
@@ -33,6 +116,23 @@ class ParseCommentSettings(Settings):
                                   alias="SIGNING_PAGE_URL", pattern=r"^https?://")
     # JSON: {"USDC": {"decimals": 6, "contracts": {"1": "0x…"}}, …}; default ETH, USDC, DAI.
     denominations_json: str | None = Field(default=None, alias="BOUNTY_DENOMINATIONS")
+    # The largest amount one bounty may offer, in whole units of its denomination.
+    max_amount: Decimal = Field(default=Decimal(1_000_000), alias="BOUNTY_MAX_AMOUNT", gt=0)
+    # Who may put a bounty on an issue: the GitHub author_association of the source's author.
+    associations: Associations = Field(
+        default=frozenset({"OWNER", "MEMBER", "COLLABORATOR"}),
+        alias="BOUNTY_AUTHOR_ASSOCIATIONS")
+    # The chain the signing page asks the funder to sign for (sign-tx's name for it).
+    chain_id: int = Field(default=1, alias="SIGNING_CHAIN_ID", gt=0)
+    github_api_url: str = Field(default="https://api.github.com", alias="GITHUB_API_URL",
+                                pattern=r"^https?://")
+    github_token: SecretStr | None = Field(default=None, alias="GITHUB_TOKEN")
+    github_app_id: str | None = Field(default=None, alias="GITHUB_APP_ID")
+    github_app_private_key: SecretStr | None = Field(default=None,
+                                                     alias="GITHUB_APP_PRIVATE_KEY")
+    github_app_installation_id: int | None = Field(default=None,
+                                                   alias="GITHUB_APP_INSTALLATION_ID")
+    github_timeout_seconds: int = Field(default=5, alias="GITHUB_TIMEOUT_SECONDS", ge=1, le=30)
     _registry: Registry = PrivateAttr(default_factory=lambda: DEFAULT_REGISTRY)
 
     @field_validator("denominations_json")
@@ -42,6 +142,14 @@ class ParseCommentSettings(Settings):
             registry_from_json(value)
         return value
 
+    @model_validator(mode="after")
+    def _has_credentials(self) -> ParseCommentSettings:
+        app = (self.github_app_id, self.github_app_private_key, self.github_app_installation_id)
+        if self.github_token is None and not all(v is not None for v in app):
+            raise ValueError("set GITHUB_TOKEN, or GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY and "
+                             "GITHUB_APP_INSTALLATION_ID")
+        return self
+
     def model_post_init(self, context: Any) -> None:
         if self.denominations_json is not None:
             self._registry = registry_from_json(self.denominations_json)
@@ -50,9 +158,43 @@ class ParseCommentSettings(Settings):
     def denominations(self) -> Registry:
         return self._registry
 
+    @property
+    def policy(self) -> Policy:
+        return Policy(self._registry, self.max_amount, self.associations)
 
-def bounty_id(repository_id: int, comment_id: int) -> str:
-    return str(uuid.uuid5(BOUNTY_NAMESPACE, f"github:{repository_id}:comment:{comment_id}"))
+    @property
+    def credentials(self) -> Credentials:
+        return Credentials(
+            token=self.github_token.get_secret_value() if self.github_token else None,
+            app_id=self.github_app_id,
+            private_key=self.github_app_private_key.get_secret_value()
+            if self.github_app_private_key else None,
+            installation_id=self.github_app_installation_id)
+
+
+def bounty_id(repository_id: int, source_id: int, kind: SourceKind = "comment") -> str:
+    return str(uuid.uuid5(BOUNTY_NAMESPACE, f"github:{repository_id}:{kind}:{source_id}"))
+
+
+@dataclass(frozen=True)
+class Facts:
+    """A bounty source as any of the three webhooks describe it."""
+
+    kind: SourceKind
+    source_id: int
+    repository_id: int
+    repository: str
+    issue_number: int
+    author: GitHubUser
+    source: Source
+
+    @property
+    def bounty_id(self) -> str:
+        return bounty_id(self.repository_id, self.source_id, self.kind)
+
+    @property
+    def notice_key(self) -> str:
+        return f"notice:{self.kind}:{self.repository_id}:{self.source_id}"
 
 
 def new() -> Function:
@@ -64,33 +206,348 @@ class Function(Edge[ParseCommentSettings]):
     schema = "parse_comment"
     settings_type = ParseCommentSettings
 
-    def routes(self) -> Mapping[str, Route[Any]]:
-        return {GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment)}
+    def __init__(self) -> None:
+        super().__init__()
+        self._bot: Bot | None = None
 
+    def _start(self, cfg: Mapping[str, str]) -> None:
+        super()._start(cfg)
+        settings = self.settings
+        self._bot = Bot(settings.github_api_url, settings.credentials,
+                        timeout=settings.github_timeout_seconds)
+
+    def stop(self) -> None:
+        self._close_bot()
+        super().stop()
+
+    async def aclose(self) -> None:
+        self._close_bot()
+        await super().aclose()
+
+    def _close_bot(self) -> None:
+        if self._bot is not None:
+            self._bot.close()
+            self._bot = None
+
+    @property
+    def bot(self) -> Bot:
+        if self._bot is None:
+            raise RuntimeError("the function has not been started")
+        return self._bot
+
+    def routes(self) -> Mapping[str, Route[Any]]:
+        return {
+            GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment),
+            GITHUB_ISSUES: Route(IssuesEvent, self.on_issues),
+            GITHUB_PULL_REQUEST: Route(PullRequestEvent, self.on_pull_request),
+            BOUNTY_FUNDED: Route(BountyFunded, self.on_funded),
+            BOUNTY_REJECTED: Route(BountyRejected, self.on_rejected),
+            IDENTITY_CHALLENGED: Route(IdentityChallenged, self.on_challenged),
+            IDENTITY_LINKED: Route(IdentityLinked, self.on_linked),
+            IDENTITY_MISSING: Route(IdentityMissing, self.on_missing),
+            TX_VERIFIED: Route(TxVerified, self.on_tx_verified),
+            TX_REJECTED: Route(TxRejected, self.on_tx_rejected),
+        }
+
+    # -- GitHub: bounty sources ------------------------------------------------------------
     async def on_issue_comment(self, delivery: Delivery[IssueCommentEvent]) -> Reply | None:
         event = delivery.data
-        decision = decide(
-            Comment(action=event.action, body=event.comment.body or "",
-                    author_type=event.sender.type),
-            self.settings.denominations,
-        )
-        if not isinstance(decision, Bounty):
-            return None
-        return Reply(BOUNTY_REQUESTED, self.requested(event, decision),
-                     subject=f"{event.repository.full_name}#{event.issue.number}")
+        comment = event.comment
+        return await self._source(_tx(delivery), Facts(
+            kind="comment", source_id=comment.id, repository_id=event.repository.id,
+            repository=event.repository.full_name, issue_number=event.issue.number,
+            author=comment.user,
+            source=Source(kind="comment", action=event.action, body=comment.body or "",
+                          author_type=comment.user.type, sender_type=event.sender.type,
+                          author_association=comment.author_association,
+                          updated_at=comment.updated_at)))
 
-    def requested(self, event: IssueCommentEvent, bounty: Bounty) -> BountyRequested:
-        the_id = bounty_id(event.repository.id, event.comment.id)
-        return BountyRequested(
-            bounty_id=the_id,
-            repository=event.repository.full_name,
-            issue_number=event.issue.number,
-            comment_id=event.comment.id,
-            funder_login=event.comment.user.login,
-            funder_id=event.comment.user.id,
-            denomination=bounty.denomination,
-            amount=bounty.amount,
-            amount_base_units=bounty.amount_base_units,
-            decimals=bounty.decimals,
-            sign_url=f"{self.settings.signing_page_url}?{urlencode({'bounty': the_id})}",
-        )
+    async def on_issues(self, delivery: Delivery[IssuesEvent]) -> Reply | None:
+        event = delivery.data
+        issue = event.issue
+        author = issue.user or event.sender
+        return await self._source(_tx(delivery), Facts(
+            kind="issue", source_id=issue.id, repository_id=event.repository.id,
+            repository=event.repository.full_name, issue_number=issue.number, author=author,
+            source=Source(kind="issue", action=event.action, body=issue.body or "",
+                          author_type=author.type, sender_type=event.sender.type,
+                          author_association=issue.author_association,
+                          updated_at=issue.updated_at)))
+
+    async def on_pull_request(self, delivery: Delivery[PullRequestEvent]) -> Reply | None:
+        event = delivery.data
+        pr = event.pull_request
+        if event.action == "closed":
+            return await self._claims(_tx(delivery), event) if pr.merged else None
+        return await self._source(_tx(delivery), Facts(
+            kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
+            repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
+            source=Source(kind="pull_request", action=event.action, body=pr.body or "",
+                          author_type=pr.user.type, sender_type=event.sender.type,
+                          author_association=pr.author_association,
+                          updated_at=pr.updated_at)))
+
+    async def _source(self, tx: AsyncConnection, facts: Facts) -> Reply | None:
+        row = await store.load(tx, facts.bounty_id)
+        decision = decide_source(facts.source, row.stored() if row else None,
+                                 self.settings.policy)
+        return await self._apply(tx, facts, row, decision)
+
+    async def _apply(self, tx: AsyncConnection, facts: Facts, row: store.Bounty | None,
+                     decision: SourceDecision) -> Reply | None:
+        seen = _newest(row.source_updated_at if row else None, facts.source.updated_at)
+        if isinstance(decision, Ignore):
+            return None
+        if isinstance(decision, Tombstone):
+            base = row or self._new_row(facts, "cancelled")
+            await store.save(tx, dataclasses.replace(
+                base, status="cancelled", deleted=True, source_updated_at=seen))
+            return None
+        if isinstance(decision, Explain):
+            await self._write(tx, facts.notice_key, facts.repository, facts.issue_number,
+                              render.notice(facts.author.login, decision.text))
+            return None
+        if isinstance(decision, Link):
+            return Reply(IDENTITY_LINK_STARTED, IdentityLinkStarted(
+                github_login=facts.author.login, github_id=facts.author.id,
+                address=decision.address,
+                where=IssueRef(repository=facts.repository, issue_number=facts.issue_number)),
+                subject=facts.author.login)
+        if isinstance(decision, Cancel):
+            assert row is not None  # decide cancels only a stored bounty
+            bounty = dataclasses.replace(
+                row, status="cancelled", deleted=facts.source.action == "deleted",
+                source_updated_at=seen, note=decision.reason)
+            await store.save(tx, bounty)
+            await self._show(tx, bounty)
+            return Reply(BOUNTY_CANCELLED, BountyCancelled(
+                bounty_id=bounty.bounty_id, repository=bounty.repository,
+                issue_number=bounty.issue_number, reason=decision.reason),
+                subject=_subject(bounty))
+        amount = decision.amount
+        lapsed = row is not None and row.status == "funded" and isinstance(decision, Change)
+        bounty = dataclasses.replace(
+            row or self._new_row(facts, "requested"), status="requested",
+            funder_login=facts.author.login, funder_id=facts.author.id,
+            chain_id=self.settings.chain_id, source_updated_at=seen, funder_address=None,
+            note="The terms changed after the pledge was signed: please sign again."
+            if lapsed else None, **store.amount_columns(amount))
+        await store.save(tx, bounty)
+        await self._show(tx, bounty)
+        if isinstance(decision, Open):
+            return Reply(BOUNTY_REQUESTED, self._requested(BountyRequested, bounty),
+                         subject=_subject(bounty))
+        return Reply(BOUNTY_UPDATED, self._requested(BountyUpdated, bounty),
+                     subject=_subject(bounty))
+
+    def _new_row(self, facts: Facts, status: Any) -> store.Bounty:
+        return store.Bounty(bounty_id=facts.bounty_id, source_kind=facts.kind,
+                            source_id=facts.source_id, repository_id=facts.repository_id,
+                            repository=facts.repository, issue_number=facts.issue_number,
+                            status=status)
+
+    def _requested(self, model: type[BountyRequested], bounty: store.Bounty) -> BountyRequested:
+        terms = bounty.terms
+        assert terms is not None
+        assert bounty.funder_login is not None
+        assert bounty.funder_id is not None
+        return model(
+            bounty_id=bounty.bounty_id, repository=bounty.repository,
+            issue_number=bounty.issue_number, comment_id=bounty.source_id,
+            funder_login=bounty.funder_login, funder_id=bounty.funder_id,
+            denomination=terms.denomination, amount=terms.plain,
+            amount_base_units=str(terms.base_units), decimals=terms.decimals,
+            sign_url=self._sign_url(bounty), source_kind=bounty.source_kind,
+            chain_id=bounty.chain_id or self.settings.chain_id)
+
+    def _sign_url(self, bounty: store.Bounty) -> str:
+        terms = bounty.terms
+        assert terms is not None
+        return render.SignLink(
+            page=self.settings.signing_page_url, bounty_id=bounty.bounty_id,
+            repository=bounty.repository, issue_number=bounty.issue_number,
+            denomination=terms.denomination, amount=terms.plain,
+            amount_base_units=terms.base_units, decimals=terms.decimals,
+            chain_id=bounty.chain_id or self.settings.chain_id).url()
+
+    # -- GitHub: claims ---------------------------------------------------------------------
+    async def _claims(self, tx: AsyncConnection, event: PullRequestEvent) -> Reply | None:
+        pr = event.pull_request
+        if pr.user.type == "Bot":
+            return None  # a bot's pull request earns nobody a bounty
+        refs = references(pr.title, pr.body or "", event.repository.full_name)
+        bounties: dict[str, store.Bounty] = {}
+        for ref in refs:
+            for bounty in await store.on_issue(tx, ref.repository or "", ref.number):
+                bounties.setdefault(bounty.bounty_id, bounty)
+        outcomes = decide_claims(pr.number, [b.candidacy() for b in bounties.values()])
+        reply: Reply | None = None
+        for outcome in outcomes:
+            bounty = bounties[outcome.bounty_id]
+            if isinstance(outcome, Claim):
+                # One reply per delivery: the first claim is the reply; any other bounty this
+                # merge claims is recorded and shown, and waits for the outbox (see README).
+                first = reply is None
+                claimed = dataclasses.replace(
+                    bounty, status="claimed", solver_login=pr.user.login, solver_id=pr.user.id,
+                    pull_request=pr.number, pull_request_url=pr.html_url,
+                    payout_id=bounty_payout_id(bounty.bounty_id), claim_published=first,
+                    note=None if first else "Claimed together with another bounty of the "
+                    "same merge: its payout is not requested yet.")
+                await store.save(tx, claimed)
+                await self._show(tx, claimed)
+                if first:
+                    reply = Reply(BOUNTY_CLAIMED, self._claimed(claimed), subject=_subject(claimed))
+            elif isinstance(outcome, Unfunded):
+                await self._write(tx, f"claim:{bounty.bounty_id}:{pr.id}", bounty.repository,
+                                  bounty.issue_number,
+                                  render.unfunded_claim(pr.user.login, pr.number))
+            elif isinstance(outcome, Taken):
+                await self._write(tx, f"claim:{bounty.bounty_id}:{pr.id}", bounty.repository,
+                                  bounty.issue_number,
+                                  render.taken_claim(pr.user.login, pr.number, outcome.by))
+        return reply
+
+    @staticmethod
+    def _claimed(bounty: store.Bounty) -> BountyClaimed:
+        terms = bounty.terms
+        assert terms is not None
+        assert bounty.solver_login is not None
+        assert bounty.solver_id is not None
+        assert bounty.pull_request is not None
+        return BountyClaimed(
+            bounty_id=bounty.bounty_id, repository=bounty.repository,
+            issue_number=bounty.issue_number, solver_login=bounty.solver_login,
+            solver_id=bounty.solver_id, pull_request=bounty.pull_request,
+            pull_request_url=bounty.pull_request_url or "", denomination=terms.denomination,
+            amount=terms.plain, amount_base_units=str(terms.base_units),
+            decimals=terms.decimals)
+
+    # -- bounty events ---------------------------------------------------------------------
+    async def on_funded(self, delivery: Delivery[BountyFunded]) -> Reply | None:
+        data, tx = delivery.data, _tx(delivery)
+        row = await store.load(tx, data.bounty_id)
+        terms = None
+        if row is not None and row.terms is not None:
+            terms = Terms(row.repository, row.issue_number, row.terms,
+                          row.chain_id or self.settings.chain_id)
+        decision = decide_funding(row.status if row else None, terms, Pledged(
+            repository=data.repository, issue_number=data.issue_number,
+            denomination=data.denomination,
+            amount_base_units=int(data.amount_base_units)
+            if data.amount_base_units is not None else None, chain_id=data.chain_id))
+        if row is None or isinstance(decision, Ignore):
+            return None
+        if isinstance(decision, Fund):
+            bounty = dataclasses.replace(row, status="funded",
+                                         funder_address=data.funder_address, note=None)
+        else:
+            assert isinstance(decision, Refuse)
+            bounty = dataclasses.replace(row, note=f"A pledge was not accepted: "
+                                                   f"{decision.reason}.")
+        await store.save(tx, bounty)
+        await self._show(tx, bounty)
+        return None
+
+    async def on_rejected(self, delivery: Delivery[BountyRejected]) -> Reply | None:
+        data, tx = delivery.data, _tx(delivery)
+        row = await store.load(tx, data.bounty_id)
+        if row is None or row.status != "requested":
+            return None
+        bounty = dataclasses.replace(
+            row, note=f"The signed pledge was rejected ({data.reason.replace('_', ' ')}): "
+                      f"please sign again.")
+        await store.save(tx, bounty)
+        await self._show(tx, bounty)
+        return None
+
+    async def on_tx_verified(self, delivery: Delivery[TxVerified]) -> Reply | None:
+        data, tx = delivery.data, _tx(delivery)
+        row = await store.by_payout(tx, data.request_id)
+        if row is None or row.status != "claimed":
+            return None  # not a bounty payout (or reported already)
+        bounty = dataclasses.replace(row, status="paid", tx_hash=data.tx_hash, note=None)
+        await store.save(tx, bounty)
+        await self._show(tx, bounty)
+        return None
+
+    async def on_tx_rejected(self, delivery: Delivery[TxRejected]) -> Reply | None:
+        data, tx = delivery.data, _tx(delivery)
+        row = await store.by_payout(tx, data.request_id)
+        if row is None or row.status != "claimed":
+            return None
+        bounty = dataclasses.replace(
+            row, note=f"The payout transaction was rejected ({data.reason.replace('_', ' ')}); "
+                      f"the maintainers have been told.")
+        await store.save(tx, bounty)
+        await self._show(tx, bounty)
+        return None
+
+    # -- identity events -------------------------------------------------------------------
+    async def on_challenged(self, delivery: Delivery[IdentityChallenged]) -> Reply | None:
+        data = delivery.data
+        if data.where is not None:
+            await self._write(_tx(delivery), _link_key(data.github_login, data.address),
+                              data.where.repository, data.where.issue_number,
+                              render.challenge(data.github_login, data.address, data.sign_url))
+        return None
+
+    async def on_linked(self, delivery: Delivery[IdentityLinked]) -> Reply | None:
+        data = delivery.data
+        if data.where is not None:  # edits the challenge comment into "linked"
+            await self._write(_tx(delivery), _link_key(data.github_login, data.address),
+                              data.where.repository, data.where.issue_number,
+                              render.linked(data.github_login, data.address))
+        return None
+
+    async def on_missing(self, delivery: Delivery[IdentityMissing]) -> Reply | None:
+        data, tx = delivery.data, _tx(delivery)
+        where = data.where
+        if where is None:  # a bounty payout: ask on the bounty's issue
+            row = await store.by_payout(tx, data.ref) or await store.load(tx, data.ref)
+            if row is None:
+                return None
+            where = IssueRef(repository=row.repository, issue_number=row.issue_number)
+        await self._write(tx, f"missing:{data.github_login.lower()}:{data.ref}",
+                          where.repository, where.issue_number, render.missing(data.github_login))
+        return None
+
+    # -- the bot's comments ----------------------------------------------------------------
+    async def _show(self, tx: AsyncConnection, bounty: store.Bounty) -> None:
+        terms = bounty.terms
+        if terms is None:
+            return
+        view = render.BountyView(
+            status=bounty.status, amount=terms.plain, denomination=terms.denomination,
+            funder_login=bounty.funder_login or "", sign_url=self._sign_url(bounty),
+            funder_address=bounty.funder_address, solver_login=bounty.solver_login,
+            pull_request=bounty.pull_request, tx_hash=bounty.tx_hash, note=bounty.note)
+        await self._write(tx, f"bounty:{bounty.bounty_id}", bounty.repository,
+                          bounty.issue_number, render.bounty_comment(view))
+
+    async def _write(self, tx: AsyncConnection, key: str, repository: str, issue_number: int,
+                     body: str) -> None:
+        """The bot's comment `key` says `body`, in this transaction (see function.bot)."""
+        known = await store.bot_comment(tx, key)
+        if known is not None and known.body == body:
+            return
+        comment_id = await self.bot.write(repository, issue_number, key, body,
+                                          known.comment_id if known else None)
+        await store.save_bot_comment(tx, key, repository, issue_number, comment_id, body)
+
+
+def _tx(delivery: Delivery[Any]) -> AsyncConnection:
+    assert delivery.tx is not None  # parse-comment keeps state: the edge always opens one
+    return delivery.tx
+
+
+def _subject(bounty: store.Bounty) -> str:
+    return f"{bounty.repository}#{bounty.issue_number}"
+
+
+def _link_key(login: str, address: str) -> str:
+    return f"link:{login.lower()}:{address.lower()}"
+
+
+def _newest(a: datetime | None, b: datetime | None) -> datetime | None:
+    return max((t for t in (a, b) if t is not None), default=None)

@@ -187,9 +187,13 @@ class Function(Edge[VerifySettings]):
                                self.settings.chain_ids)
         if isinstance(verdict, pledge.Funded):
             # Echoed as the event spelled it (it matched): consumers join on it.
-            return Reply(BOUNTY_FUNDED, BountyFunded(bounty_id=data.bounty_id,
-                                                     funder_address=data.funder_address),
-                         subject=data.bounty_id)
+            # The terms too: the consumer that holds the bounty (parse-comment) compares
+            # them with its own, since the page that sent them is not trusted for them.
+            return Reply(BOUNTY_FUNDED, BountyFunded(
+                bounty_id=data.bounty_id, funder_address=data.funder_address,
+                repository=data.repository, issue_number=data.issue_number,
+                denomination=data.denomination, amount_base_units=data.amount_base_units,
+                chain_id=data.chain_id), subject=data.bounty_id)
         return Reply(BOUNTY_REJECTED, BountyRejected(bounty_id=data.bounty_id,
                                                      reason=verdict.reason,
                                                      detail=verdict.detail),

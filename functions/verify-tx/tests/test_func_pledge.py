@@ -102,7 +102,10 @@ async def test_given_pledge_signed_by_its_funder_when_posted_then_bounty_funded(
     kind, data = answer(response)
     assert kind == "dev.eventworks.bounty.funded"
     bounty_id = typed_data["message"]["bountyId"]
-    assert data == {"bounty_id": bounty_id, "funder_address": funder.address}
+    # The terms it signed, for parse-comment to hold against the bounty's own.
+    assert data == {"bounty_id": bounty_id, "funder_address": funder.address,
+                    "repository": "octo/repo", "issue_number": 42, "denomination": "USDC",
+                    "amount_base_units": "250000000", "chain_id": 1}
     assert response.headers["ce-subject"] == bounty_id
 
 
