@@ -168,9 +168,10 @@ class Function(Edge[AccountingSettings]):
 
 
 def payouts_due(entries: Iterable[Entry]) -> list[PayoutDue]:
+    """A payout entry debits the user: what is due to them is its negation."""
     return [PayoutDue(payout_id=e.ref, user=e.user, denomination=e.denomination,
-                      amount=plain(-e.amount), amount_base_units=str(base_units(-e.amount,
-                                                                                  e.decimals)),
+                      amount=plain(-e.amount),
+                      amount_base_units=str(base_units(-e.amount, e.decimals)),
                       decimals=e.decimals, day=_iso(e.day))
             for e in entries]
 
