@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import brokered, ledger, measure, report, signing
+from bench import brokered, ledger, measure, report, signing, todo
 from bench.events import Events
 from bench.processes import BenchFailure
 from bench.subjects import Subject, bare, parse_comment
@@ -23,7 +23,7 @@ from stack.supervisor import running_env
 
 NO_STACK = 2
 FAILED = 1
-PARTS = ("functions", "broker", "signing", "ledger")
+PARTS = ("functions", "broker", "signing", "todo", "ledger")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -57,14 +57,17 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--lease-seconds", type=float, default=signing.LEASE_SECONDS,
                         help="seconds of lease/release loops per number of workers "
                              f"(default {signing.LEASE_SECONDS:g})")
+    parser.add_argument("--todo-commands", type=_at_least(2), default=todo.COMMANDS,
+                        help="todo commands sent to todo-crud, and transactions of the "
+                             f"bare PostgreSQL loop (default {todo.COMMANDS})")
     parser.add_argument("--ledger-events", type=_at_least(2), default=ledger.EVENTS,
                         help="task facts booked by accrue-payment, and transactions of "
                              f"the bare insert loop (default {ledger.EVENTS})")
     parser.add_argument("--only", choices=PARTS, default=None,
                         help="run one part: the functions (cold start, sequential), the "
                              "broker (latency, throughput), signing (end to end, bare "
-                             "loop, leases) or the ledger (events/s, bare insert loop); "
-                             "default all")
+                             "loop, leases), todo (commands/s beside a bare PostgreSQL "
+                             "loop) or the ledger (events/s, bare insert loop); default all")
     return parser.parse_args(argv)
 
 
@@ -132,6 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "lease_ttl_seconds": signing.LEASE_TTL_SECONDS,
                 "refused_pause_ms": signing.REFUSED_PAUSE * 1000,
                 "bare_runs": signing.BARE_RUNS, "target_ratio": signing.TARGET_RATIO}
+        todos = None
+        if "todo" in parts:
+            todos = todo.run(stack_env, count=args.todo_commands)
+            parameters["todo"] = {"commands": args.todo_commands, "warmup": todo.WARMUP,
+                                  "statements_per_command": todo.STATEMENTS}
         booked = None
         if "ledger" in parts:
             booked = ledger.run(stack_env, events=args.ledger_events)
@@ -143,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return FAILED
 
     result = report.Report(started=started, parameters=parameters, functions=functions,
-                           broker=broker, signing=signed, ledger=booked)
+                           broker=broker, signing=signed, todo=todos, ledger=booked)
     print()
     print(report.table(result))
     path = report.write(result)

@@ -19,6 +19,7 @@ from bench.brokered import BrokerResult
 from bench.ledger import LedgerResult
 from bench.measure import ColdStarts, Throughput
 from bench.signing import SigningResult
+from bench.todo import TodoBench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -68,6 +69,7 @@ class Report:
     broker: BrokerResult | None  # None unless the broker part ran
     signing: SigningResult | None = None  # None unless the signing part ran
     ledger: LedgerResult | None = None  # None unless the ledger part ran
+    todo: TodoBench | None = None  # None unless the todo part ran
 
 
 def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
@@ -183,6 +185,8 @@ def table(report: Report) -> str:
         parts.append(signing_table(report.signing))
     if report.ledger is not None:
         parts.append(ledger_table(report.ledger))
+    if report.todo is not None:
+        parts.append(report.todo.table())
     return "\n\n".join(parts)
 
 
@@ -256,6 +260,8 @@ def document(report: Report) -> dict[str, Any]:
         found["signing"] = report.signing.document()
     if report.ledger is not None:
         found["ledger"] = report.ledger.document()
+    if report.todo is not None:
+        found["todo"] = report.todo.document()
     return found
 
 

@@ -20,8 +20,12 @@ GitHubSource emits (`broker/webhook.py`) and goes to the same topic the same way
 Two deliberate differences from a plain re-encoding of the SDK's event:
 - `time` is stored only when the sender set it (the SDK fills in "now" when it is
   absent; a broker does not invent attributes).
-- `authtype`/`authid` (the CloudEvents Auth Context) are dropped: only a trusted
-  edge sets them (DESIGN §4), and this ingress does not verify bearer tokens yet.
+- The CloudEvents Auth Context is the ingress's own, never the client's (DESIGN §4):
+  any `authtype`/`authid`/`authrole`/`authclaims` sent is dropped; a request with
+  `Authorization: Bearer <jwt>` that verifies (eventing/auth.py) is stored with
+  `authtype=app_user`, `authid=<sub>`, `authrole=<role>`, one without a token with
+  `authtype=unauthenticated`; a token that does not verify is a 401, nothing stored.
+  Webhooks (`/github`) are authenticated by their HMAC, as GitHub's: no Auth Context.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ from confluent_kafka import KafkaException
 from pydantic import Field, SecretStr, field_validator
 
 from broker import topics, webhook
-from eventing import logs, wire
+from eventing import auth, logs, wire
 from eventing.edge import status_of
 from eventing.errors import (
     EventworksError,
@@ -52,15 +56,16 @@ from eventing.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    Unauthorized,
     Unavailable,
 )
-from eventing.settings import ONE_MIB, EnvSettings
+from eventing.settings import ONE_MIB
 
 log = logging.getLogger("broker.ingress")
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a Kubernetes name, also a valid topic part
 FIRST = ("specversion", "id", "source", "type")      # header order: required attributes first
-UNTRUSTED = frozenset({"authtype", "authid"})       # set only by a trusted edge (DESIGN §4)
+UNTRUSTED = auth.AUTH_ATTRIBUTES                    # set only by a trusted edge (DESIGN §4)
 PARTITIONKEY = "partitionkey"
 JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
 LIVENESS = "/health/liveness"
@@ -68,8 +73,9 @@ READINESS = "/health/readiness"
 PROBLEM = {"content-type": "application/problem+json"}
 
 
-class IngressSettings(EnvSettings):
-    """The environment of `python -m broker`, validated once."""
+class IngressSettings(auth.AuthSettings):
+    """The environment of `python -m broker`, validated once (with how it verifies bearer
+    tokens: JWT_SECRET, JWT_JWKS_FILE, JWT_JWKS_URL, JWT_ISSUER, JWT_AUDIENCE)."""
 
     listen_address: str = Field(default="127.0.0.1:8080", alias="LISTEN_ADDRESS",
                                 pattern=r"^\S+:\d{1,5}$")
@@ -152,14 +158,17 @@ def _structured_value(event: BaseCloudEvent) -> bytes:
 
 
 def to_record(event: BaseCloudEvent, body: bytes, *, binary: bool,
-              sent_time: bool = True) -> Record:
-    """The Kafka record of `event`; `body` is the HTTP body it was decoded from."""
-    attributes = {k: v for k, v in event.get_attributes().items() if v is not None}
+              sent_time: bool = True, context: Mapping[str, str] | None = None) -> Record:
+    """The Kafka record of `event`; `body` is the HTTP body it was decoded from.
+    `context`: the Auth Context this ingress vouches for (the client's is dropped)."""
+    attributes: dict[str, object] = {k: v for k, v in event.get_attributes().items()
+                                     if v is not None and k not in UNTRUSTED}
+    attributes.update(context or {})
     if not sent_time:
         attributes.pop("time", None)
     headers: list[tuple[str, bytes]] = []
     for name in [*FIRST, *sorted(set(attributes) - set(FIRST))]:
-        if name not in attributes or name in UNTRUSTED:
+        if name not in attributes:
             continue
         text = _text(name, attributes[name])
         if name == "datacontenttype":
@@ -205,6 +214,7 @@ class Ingress:
         self.settings = settings
         self._writer: topics.Writer | None = None
         self._closing = False
+        self._verifier = auth.Verifier(settings)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
@@ -309,10 +319,11 @@ class Ingress:
             if request.get_specversion() != "1.0":
                 raise InvalidEvent("only CloudEvents 1.0 are accepted", field="specversion")
             headers = _request_headers(scope)
+            context = await self._context(headers)
             binary = any(name.startswith("ce-") for name in headers)
             body = b"".join(chunks)
             record = to_record(request, body, binary=binary,
-                               sent_time=sent_time(headers, body, binary))
+                               sent_time=sent_time(headers, body, binary), context=context)
             with logs.bound(event_id=event_id, event_type=request.get_type(),
                             event_source=request.get_source()):
                 metadata = await self._produce(record)
@@ -327,6 +338,17 @@ class Ingress:
             log.exception("event failed", extra={"event_id": event_id})
             await wire.send_response(send, 500, PROBLEM, wire.problem(500, None,
                                                                       event_id=event_id))
+
+    async def _context(self, headers: Mapping[str, str]) -> Mapping[str, str]:
+        """The Auth Context of a request: its bearer token's identity, or unauthenticated."""
+        token = auth.bearer(headers.get("authorization"))
+        if token is None:
+            return auth.UNAUTHENTICATED_CONTEXT
+        if not self._verifier.configured:
+            raise Unauthorized("this broker verifies no bearer tokens (no JWT_SECRET, "
+                               "JWT_JWKS_FILE or JWT_JWKS_URL)", field="header authorization")
+        identity = await self._verifier.verified(token)
+        return identity.context()
 
     async def _webhook(self, scope: Mapping[str, Any], receive: wire.Receive,
                        send: wire.Send) -> None:
@@ -376,6 +398,8 @@ class Ingress:
             headers["retry-after"] = str(error.retry_after)
         if isinstance(error, MethodNotAllowed):
             headers["allow"] = allow
+        if isinstance(error, Unauthorized):
+            headers["www-authenticate"] = 'Bearer realm="eventworks"'  # RFC 6750 §3
         log.warning("event refused", extra={"status": status, "problem": error.slug,
                                             "field": error.field, "detail": error.detail,
                                             "event_id": event_id})

@@ -25,7 +25,7 @@ from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
-from eventing import inbox, logs, wire
+from eventing import auth, inbox, logs, wire
 from eventing.database import Database
 from eventing.errors import (
     Conflict,
@@ -88,7 +88,7 @@ class Envelope:
     # ingress after verifying a bearer token); the ingress drops any a client sent.
     authtype: str | None = None
     authid: str | None = None
-    # The acting user's role (`authrole` extension), beside authid from the same trusted edge.
+    # Our extension beside them: the verified token's role (eventing.auth.ROLES).
     authrole: str | None = None
 
 
@@ -139,15 +139,20 @@ def validate(model: type[M], raw: Any) -> M:
             field=first["field"], errors=errors) from None
 
 
-def envelope_of(event: BaseCloudEvent) -> Envelope:
+def envelope_of(event: BaseCloudEvent, actor: auth.Identity | None = None) -> Envelope:
+    """`actor`: who a token verified at this edge names; it replaces whatever Auth
+    Context the event carries. None: the event's own, which only the broker sets."""
     def text(name: str) -> str | None:
         value = event.get_attributes().get(name)
         return None if value is None else str(value)
 
+    context: Mapping[str, str | None] = (
+        actor.context() if actor is not None
+        else {name: text(name) for name in (auth.AUTHTYPE, auth.AUTHID, auth.AUTHROLE)})
     return Envelope(id=event.get_id(), source=event.get_source(), type=event.get_type(),
                     subject=event.get_subject(), time=event.get_time(),
-                    traceparent=text("traceparent"), authtype=text("authtype"),
-                    authid=text("authid"), authrole=text("authrole"))
+                    traceparent=text("traceparent"), authtype=context.get(auth.AUTHTYPE),
+                    authid=context.get(auth.AUTHID), authrole=context.get(auth.AUTHROLE))
 
 
 class Edge(Generic[S]):
@@ -166,6 +171,7 @@ class Edge(Generic[S]):
         self._db: Database | None = None
         self._routes: Mapping[str, Route[Any]] = {}
         self._start_error: str | None = None
+        self._verifier: auth.Verifier | None = None
         self._relay: Relay | None = None
 
     # -- what each function provides -------------------------------------------------
@@ -206,6 +212,9 @@ class Edge(Generic[S]):
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()
+        verifies: object = settings  # a function's settings that mix in AuthSettings
+        if isinstance(verifies, auth.AuthSettings):
+            self._verifier = auth.Verifier(verifies)
         if self.outbox:
             self._start_relay(settings)
         self._settings = settings
@@ -278,7 +287,8 @@ class Edge(Generic[S]):
             with logs.bound(event_id=request.get_id(), event_type=request.get_type(),
                             event_source=request.get_source(),
                             traceparent=request.get_attributes().get("traceparent")):
-                status, reply = await self._answer(request)
+                actor = await self._actor(scope)
+                status, reply = await self._answer(request, actor)
                 if reply is None:
                     await wire.send_response(send, status, {}, b"")
                 else:
@@ -300,8 +310,24 @@ class Edge(Generic[S]):
             await wire.send_response(send, 500, {"content-type": "application/problem+json"},
                                      wire.problem(500, None, event_id=event_id))
 
-    async def _answer(self, event: BaseCloudEvent) -> tuple[int, dict[str, Any] | None]:
-        envelope = envelope_of(event)
+    async def _actor(self, scope: Mapping[str, Any]) -> auth.Identity | None:
+        """A direct call's bearer token, verified here when the function is configured to
+        verify tokens: it is then its own trusted edge. Otherwise (no token, or a function
+        that verifies none) the event's Auth Context stands, as the broker set it. A
+        function that verifies none ignores the header: in a cluster, Knative's dispatcher
+        may send its own (OIDC) token, which names no user."""
+        if self._verifier is None or not self._verifier.configured:
+            return None
+        authorization = next((value.decode("latin-1") for name, value in scope.get("headers", ())
+                              if name.lower() == b"authorization"), None)
+        token = auth.bearer(authorization)
+        if token is None:
+            return None
+        return await self._verifier.verified(token)
+
+    async def _answer(self, event: BaseCloudEvent,
+                      actor: auth.Identity | None = None) -> tuple[int, dict[str, Any] | None]:
+        envelope = envelope_of(event, actor)
         route = self.route_for(envelope.type)
         raw = event.get_data()
         data = validate(route.model, raw)
@@ -309,7 +335,7 @@ class Edge(Generic[S]):
             reply = await route.handler(Delivery(envelope, data, None))
             answer = self._recorded(reply, envelope)
             return answer.status, answer.reply
-        digest = inbox.digest(envelope.type, envelope.subject, raw)
+        digest = inbox.digest(envelope.type, envelope.subject, raw, envelope.authid)
         async with self._db.transaction() as tx:
             known = await inbox.claim(tx, envelope.source, envelope.id, digest)
             if known is not None:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 # -- types --------------------------------------------------------------------------------
 GITHUB_ISSUE_COMMENT = "dev.knative.source.github.issue_comment"
@@ -476,3 +483,155 @@ class PayoutDue(Model):
     amount_base_units: BaseUnits
     decimals: int = Field(ge=0)
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
+# -- todo commands (client → todo-crud, answered with `todo.result`) -------------------------
+# The facts above (`todo.list.*`, `todo.task.*`) are what happened; these are what a user
+# asks for. The actor is never in the data: it is the Auth Context (eventing/auth.py).
+TODO_LIST_CREATE = "dev.eventworks.todo.list.create"
+TODO_LIST_RENAME = "dev.eventworks.todo.list.rename"
+TODO_LIST_DELETE = "dev.eventworks.todo.list.delete"
+TODO_LIST_GET = "dev.eventworks.todo.list.get"
+TODO_LISTS_QUERY = "dev.eventworks.todo.lists.query"
+TODO_TASKS_QUERY = "dev.eventworks.todo.tasks.query"
+TODO_TASK_CREATE = "dev.eventworks.todo.task.create"
+TODO_TASK_UPDATE = "dev.eventworks.todo.task.update"
+TODO_TASK_ASSIGN = "dev.eventworks.todo.task.assign"
+TODO_TASK_COMPLETE = "dev.eventworks.todo.task.complete"
+TODO_TASK_REOPEN = "dev.eventworks.todo.task.reopen"
+TODO_TASK_DELETE = "dev.eventworks.todo.task.delete"
+TODO_COMMANDS = (TODO_LIST_CREATE, TODO_LIST_RENAME, TODO_LIST_DELETE, TODO_LIST_GET,
+                 TODO_LISTS_QUERY, TODO_TASKS_QUERY, TODO_TASK_CREATE, TODO_TASK_UPDATE,
+                 TODO_TASK_ASSIGN, TODO_TASK_COMPLETE, TODO_TASK_REOPEN, TODO_TASK_DELETE)
+
+MAX_TITLE = 200
+MAX_NOTES = 4000
+MAX_PAGE = 100
+
+
+def _no_control_characters(value: str, allowed: str = "") -> str:
+    # Unicode category Cc (C0, DEL, C1): they break terminals, logs and GitHub comments.
+    bad = next((c for c in value if (c < " " or "\x7f" <= c <= "\x9f") and c not in allowed),
+               None)
+    if bad is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(bad):04X})")
+    return value
+
+
+def _title(value: str) -> str:
+    _no_control_characters(value)
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def _notes(value: str) -> str:
+    return _no_control_characters(value, allowed="\n\t")
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE),
+                  AfterValidator(_title)]
+Notes = Annotated[str, StringConstraints(max_length=MAX_NOTES), AfterValidator(_notes)]
+Version = Annotated[int, Field(ge=1, le=2**31 - 1)]
+ResourceId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                                                      r"[0-9a-f]{4}-[0-9a-f]{12}$")]
+Cursor = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+PageSize = Annotated[int, Field(ge=1, le=MAX_PAGE)]
+
+
+class Command(Model):
+    # A command with a field it does not know is refused: a typo must not be ignored.
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class ListCreate(Command):
+    title: Title
+
+
+class ListRename(Command):
+    list_id: ResourceId
+    title: Title
+    version: Version  # the version the client read: another one is a 409
+
+
+class ListDelete(Command):
+    list_id: ResourceId
+    version: Version
+
+
+class ListGet(Command):
+    """A list and a page of its tasks, oldest first."""
+
+    list_id: ResourceId
+    cursor: Cursor | None = None
+    limit: PageSize = 50
+
+
+class ListsQuery(Command):
+    """The caller's own lists, oldest first, a page at a time."""
+
+    cursor: Cursor | None = None
+    limit: PageSize = 50
+
+
+class TasksQuery(Command):
+    """The tasks assigned to the caller, in any list, oldest first."""
+
+    cursor: Cursor | None = None
+    limit: PageSize = 50
+
+
+class TaskCreate(Command):
+    list_id: ResourceId
+    title: Title
+    notes: Notes = ""
+    # Only a manager or an admin may set them; otherwise both are drawn at random.
+    assign_fee: DecimalString | None = None
+    reward: DecimalString | None = None
+
+
+class TaskUpdate(Command):
+    task_id: ResourceId
+    version: Version
+    title: Title | None = None
+    notes: Notes | None = None
+
+
+class TaskAssign(Command):
+    task_id: ResourceId
+    version: Version
+    assignee: UserId  # a user id: a GitHub login (eventing/auth.py)
+
+
+class TaskComplete(Command):
+    task_id: ResourceId
+    version: Version
+
+
+class TaskReopen(Command):
+    task_id: ResourceId
+    version: Version
+
+
+class TaskDelete(Command):
+    task_id: ResourceId
+    version: Version
+
+
+class TodoResult(Model):
+    """The answer to every todo command (`todo.result`): the resource after it, or a page.
+
+    `command` is the command's type without its prefix (`task.create`) and `command_id`
+    its CloudEvent id, so that a client reading results off the broker finds its own;
+    `deleted` says
+    that `list`/`task` is what was deleted; `next_cursor` (queries, `list.get`) asks for
+    the next page, None on the last."""
+
+    command: str
+    command_id: str = ""
+    list: TodoList | None = None
+    task: TodoTask | None = None
+    lists: tuple[TodoList, ...] = ()
+    tasks: tuple[TodoTask, ...] = ()
+    next_cursor: str | None = None
+    deleted: bool = False

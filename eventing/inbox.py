@@ -27,15 +27,20 @@ class Recorded:
     reply: dict[str, Any] | None
 
 
-def digest(event_type: str, subject: str | None, data: Any) -> bytes:
-    """What makes two deliveries 'the same event' beyond (source, id)."""
+def digest(event_type: str, subject: str | None, data: Any, actor: str | None = None) -> bytes:
+    """What makes two deliveries 'the same event' beyond (source, id). `actor` (the Auth
+    Context's authid, when there is one): the same id sent by someone else is another
+    event, a 409, never the first sender's answer."""
     if isinstance(data, bytes | bytearray):
         body = bytes(data)
     else:
         body = json.dumps(data, sort_keys=True, separators=(",", ":"),
                           ensure_ascii=False).encode()
     h = hashlib.sha256()
-    for part in (event_type.encode(), (subject or "").encode(), body):
+    parts = [event_type.encode(), (subject or "").encode(), body]
+    if actor is not None:  # absent: the digest of every event recorded before actors counted
+        parts.append(actor.encode())
+    for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)
     return h.digest()

@@ -236,6 +236,7 @@ def broker(layout: Layout, port: int, env: Mapping[str, str]) -> Component:
         "KAFKA_BOOTSTRAP_SERVERS": env["KAFKA_BOOTSTRAP_SERVERS"],
         "BROKER_NAMESPACE": BROKER_NAMESPACE, "BROKER_NAME": BROKER_NAME,
         "GITHUB_WEBHOOK_SECRET": env["GITHUB_WEBHOOK_SECRET"],
+        **token_settings(env),
     }, shows=f"http://127.0.0.1:{port}/{BROKER_NAMESPACE}/{BROKER_NAME}", args=("ingress",))
 
 
@@ -336,6 +337,17 @@ def own_settings(name: str, env: Mapping[str, str], *,
     return own
 
 
+# Functions that act for a user and so verify the bearer token of a direct call
+# themselves (eventing/auth.py); the others only ever see the broker's Auth Context.
+VERIFIES_TOKENS = frozenset({"todo-crud", "accrue-payment"})
+
+
+def token_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """How the broker ingress (and VERIFIES_TOKENS) verify bearer tokens: the stack's
+    development HS256 secret (`./taskw token` signs with it)."""
+    return {"JWT_SECRET": env["JWT_SECRET"]} if "JWT_SECRET" in env else {}
+
+
 def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
              *, embedded_db: bool, k_sink: str | None = None,
              key_encryption_key: str | None = None) -> Component:
@@ -351,6 +363,8 @@ def function(layout: Layout, name: str, port: int, env: Mapping[str, str],
     }
     if k_sink is not None:
         own["K_SINK"] = k_sink
+    if name in VERIFIES_TOKENS:
+        own.update(token_settings(env))
     if schema is not None:
         own["DATABASE_URL"] = function_database_url(env["DATABASE_URL"], schema,
                                                     embedded=embedded_db)

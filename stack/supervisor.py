@@ -164,6 +164,8 @@ class Stack:
         kek = self.key_pool(embedded_etcd)
         env["GITHUB_WEBHOOK_SECRET"] = layout.dev_secret("github-webhook-secret")
         env["GITHUB_TOKEN"] = layout.dev_secret("github-token")
+        # Bearer tokens of the local stack (./taskw token); JWT_SECRET given wins.
+        env["JWT_SECRET"] = os.environ.get("JWT_SECRET") or layout.dev_secret("jwt-secret")
 
         broker_port = self.port("broker")
         env["BROKER_URL"] = (f"http://127.0.0.1:{broker_port}/"

@@ -98,9 +98,11 @@ class Ingress:
         return self.process.returncode
 
 
-def start_ingress(bootstrap: str, log: Path) -> Ingress:
-    port = free_port()
-    env = {**os.environ, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
+def start_ingress(bootstrap: str, log: Path, extra_env: dict[str, str] | None = None,
+                  port: int | None = None) -> Ingress:
+    """`port`: the one to listen on (a restart at the same URL); default a free one."""
+    port = port or free_port()
+    env = {**os.environ, **(extra_env or {}), "LISTEN_ADDRESS": f"127.0.0.1:{port}",
            "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BROKER_NAMESPACE": NAMESPACE,
            "BROKER_NAME": BROKER, "BROKER_PRODUCE_TIMEOUT_MS": str(PRODUCE_TIMEOUT_MS),
            "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
@@ -118,7 +120,8 @@ def start_ingress(bootstrap: str, log: Path) -> Ingress:
             return False
 
     try:
-        wait_until(ready, "the broker ingress is ready", timeout=15)
+        # Generous: on a loaded 2-core machine the imports alone can take over 10 s.
+        wait_until(ready, "the broker ingress is ready", timeout=40)
     except AssertionError:
         ingress.stop()
         raise

@@ -3,16 +3,18 @@ ledger through the Triggers of knative/base/accrue-payment.yaml; balance.get ans
 assignee; the daily close's payout.due reaches the Broker through the outbox relay
 (K_SINK from the SinkBinding).
 
-balance.get and the ping go straight to the function's URL, as the PingSource does for the
-ping: the broker ingress drops a client's `authid` and, until it verifies bearer tokens
-(the todo issue), has no way to set one, so a balance.get through the Broker is a 401.
+The ping goes straight to the function's URL, as the PingSource does. The first test posts
+facts as todo-crud would and asks for the balance at the function's URL with an Auth Context
+(a direct call without a token keeps it); the last drives the issue's whole path with tokens.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,10 @@ import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from broker.manifests import Destination, load
+from eventing import auth
 from stack.services import sink_urls
 from tests.factory import cloudevent
-from tests.tansu import wait_until
+from tests.tansu import records, wait_until
 from tests.topic import Watch
 
 TOPIC = "knative-broker-eventworks-default"
@@ -127,3 +130,68 @@ def test_given_the_base_then_accrue_payment_gets_its_facts_commands_close_and_si
     assert close.sink.uri == "http://127.0.0.1:9/accrue-payment"
     assert sink_urls(wiring.sink_bindings, ["accrue-payment"], "http://broker.test") == {
         "accrue-payment": "http://broker.test"}
+
+
+@pytest.mark.stack
+def test_given_a_task_made_with_tokens_when_done_and_closed_then_balance_and_payout_follow(
+        stack_env):
+    """The issue's end to end: todo commands with bearer tokens through the Broker →
+    todo-crud's facts → accrue-payment; balance.get with the assignee's token through the
+    Broker answers on the topic; the close's payout.due follows."""
+    secret, suffix = stack_env["JWT_SECRET"], uuid.uuid4().hex[:8]
+    owner, worker = f"owner-{suffix}", f"worker-{suffix}"
+    as_owner, as_worker = auth.sign(secret, owner), auth.sign(secret, worker)
+
+    def send(token: str, event_type: str, data: dict[str, Any]) -> str:
+        event = cloudevent(event_type, data, source="/tests/accounting-flow")
+        response = httpx.post(stack_env["BROKER_URL"], content=event.body,
+                              headers={**event.headers, "authorization": f"Bearer {token}"})
+        assert response.status_code == 202, response.text
+        return event.id
+
+    def on_topic(event_type: str, where: Any) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [json.loads(r.value) for r in records(
+                stack_env["KAFKA_BOOTSTRAP_SERVERS"], TOPIC,
+                lambda r: r.headers.get("ce_type") == event_type.encode())
+                if where(json.loads(r.value))]
+            return bool(found)
+
+        wait_until(seen, f"{event_type} on the broker topic", timeout=60)
+        return found
+
+    def result(command_id: str) -> dict[str, Any]:
+        return on_topic("dev.eventworks.todo.result",
+                        lambda d: d.get("command_id") == command_id)[0]
+
+    listed = result(send(as_owner, "dev.eventworks.todo.list.create", {"title": "Chores"}))
+    task = result(send(as_owner, "dev.eventworks.todo.task.create",
+                       {"list_id": listed["list"]["list_id"], "title": "Mow"}))["task"]
+    result(send(as_owner, "dev.eventworks.todo.task.assign",
+                {"task_id": task["task_id"], "version": 1, "assignee": worker}))
+    result(send(as_worker, "dev.eventworks.todo.task.complete",
+                {"task_id": task["task_id"], "version": 2}))
+    net = format((Decimal(task["reward"]) - Decimal(task["assign_fee"])).normalize(), "f")
+
+    def balance_via_broker() -> str:
+        send(as_worker, "dev.eventworks.accounting.balance.get", {})
+        return str(on_topic("dev.eventworks.accounting.balance",
+                            lambda d: d["user"] == worker)[-1]["balance"])
+
+    wait_until(lambda: balance_via_broker() == net, "reward minus fee on the balance",
+               timeout=60)
+
+    day = date(3000, 1, 1) + timedelta(days=random.randrange(2_000_000))
+    tick = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    ping = cloudevent("dev.knative.sources.ping", {"close": "daily"},
+                      source="/apis/v1/namespaces/eventworks/pingsources/"
+                             "accrue-payment-daily-close",
+                      time=(tick + timedelta(minutes=5)).isoformat())
+    response = httpx.post(stack_env["FUNCTION_ACCRUE_PAYMENT_URL"], content=ping.body,
+                          headers=dict(ping.headers), timeout=30)
+    assert response.status_code == 202, response.text
+    (payout,) = on_topic("dev.eventworks.accounting.payout.due",
+                         lambda d: d["user"] == worker)
+    assert (payout["amount"], payout["day"]) == (net, day.isoformat())

@@ -27,6 +27,7 @@ from typing import Any, Literal
 from psycopg import AsyncConnection
 from pydantic import Field
 
+from eventing.auth import AuthSettings
 from eventing.edge import Delivery, Edge, Envelope, Reply, Route
 from eventing.errors import Forbidden, InvalidEvent, Unauthorized
 from eventing.events import (
@@ -67,7 +68,7 @@ REFUSALS: Mapping[int, type[Unauthorized] | type[Forbidden]] = {401: Unauthorize
                                                                   403: Forbidden}
 
 
-class AccountingSettings(Settings):
+class AccountingSettings(Settings, AuthSettings):
     # balance.get without a denomination reads the user's account in this one.
     denomination: str = Field(default="USDC", alias="ACCOUNTING_DENOMINATION",
                               pattern=r"^[A-Za-z0-9]{1,20}$")
@@ -83,10 +84,9 @@ class DailyClose(Model):
 def acting_role(envelope: Envelope) -> str | None:
     """The acting user's role, as the trusted edge that set `authid` states it.
 
-    ASSUMPTION until the todo branch (JWT at the broker ingress) lands: the role travels as
-    the CloudEvents extension `authrole`, set and overwritten by the same ingress that sets
-    `authid`. Switch here if it arrives another way. A role without an `authid` is
-    meaningless: `authorize` refuses before it looks at the role."""
+    The CloudEvents extension `authrole` (eventing.auth.AUTHROLE), set by the same trusted
+    edge as `authid`: the broker ingress, or this function's edge for a direct call with a
+    bearer token. A role without an `authid` is meaningless: `authorize` refuses first."""
     return envelope.authrole
 
 

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
+from eventing import auth
 from function import new
 from function.decide import payout_id
 from tests.factory import Event, cloudevent, served
@@ -308,3 +309,25 @@ def test_given_every_test_so_far_then_the_ledger_sums_to_zero_and_balances_follo
         books):
     assert books.audit([])[1:] == (0, 0)
     assert books.accounts_agree_with_postings()
+
+
+async def test_given_a_bearer_token_on_a_direct_call_when_balance_get_then_the_token_decides(
+        env, facts):
+    secret = "a-test-secret-of-enough-length-for-hs256"
+    alice, carol = facts.user(), facts.user()
+    await post_all(env, facts.fact(facts.ASSIGNED, facts.task(assignee=alice)))
+    as_carol = auth.sign(secret, carol, "accountant")
+    as_alice_claimed = balance_get({"user": alice}, authid=carol, authrole="admin")
+    forged = Event({**as_alice_claimed.headers, "authorization": "Bearer x.y.z"},
+                   as_alice_claimed.body, as_alice_claimed.attributes)
+    signed = balance_get({"user": alice})
+    signed = Event({**signed.headers, "authorization": f"Bearer {as_carol}"}, signed.body,
+                   signed.attributes)
+    as_user = balance_get({"user": alice})
+    as_user = Event({**as_user.headers,
+                     "authorization": f"Bearer {auth.sign(secret, carol)}"},
+                    as_user.body, as_user.attributes)
+    ok, refused, bad = await post_all({**env, "JWT_SECRET": secret}, signed, as_user, forged)
+    assert reply_of(ok)[1]["balance"] == "-12.5"
+    assert refused.status_code == 403
+    assert bad.status_code == 401
