@@ -1,8 +1,8 @@
 """`./taskw bench -- --runs 7 --requests 2000`: parse-comment against a bare func-python
 function (cold start, sequential throughput), delivery through the broker against
 posting directly (latency, sustained events/s), and the signing pipeline end to end
-against a bare signing loop, with lease-key under contention; prints tables, writes
-bench/results/."""
+against a bare signing loop, with lease-key under contention, and accrue-payment's ledger
+against a bare insert loop of as many round trips; prints tables, writes bench/results/."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import brokered, measure, report, signing, todo
+from bench import brokered, ledger, measure, report, signing, todo
 from bench.events import Events
 from bench.processes import BenchFailure
 from bench.subjects import Subject, bare, parse_comment
@@ -23,7 +23,7 @@ from stack.supervisor import running_env
 
 NO_STACK = 2
 FAILED = 1
-PARTS = ("functions", "broker", "signing", "todo")
+PARTS = ("functions", "broker", "signing", "todo", "ledger")
 
 
 def _at_least(minimum: int) -> Callable[[str], int]:
@@ -60,11 +60,14 @@ def arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--todo-commands", type=_at_least(2), default=todo.COMMANDS,
                         help="todo commands sent to todo-crud, and transactions of the "
                              f"bare PostgreSQL loop (default {todo.COMMANDS})")
+    parser.add_argument("--ledger-events", type=_at_least(2), default=ledger.EVENTS,
+                        help="task facts booked by accrue-payment, and transactions of "
+                             f"the bare insert loop (default {ledger.EVENTS})")
     parser.add_argument("--only", choices=PARTS, default=None,
                         help="run one part: the functions (cold start, sequential), the "
                              "broker (latency, throughput), signing (end to end, bare "
-                             "loop, leases) or todo (commands/s beside a bare PostgreSQL "
-                             "loop); default all")
+                             "loop, leases), todo (commands/s beside a bare PostgreSQL "
+                             "loop) or the ledger (events/s, bare insert loop); default all")
     return parser.parse_args(argv)
 
 
@@ -137,12 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             todos = todo.run(stack_env, count=args.todo_commands)
             parameters["todo"] = {"commands": args.todo_commands, "warmup": todo.WARMUP,
                                   "statements_per_command": todo.STATEMENTS}
+        booked = None
+        if "ledger" in parts:
+            booked = ledger.run(stack_env, events=args.ledger_events)
+            parameters["ledger"] = {"events": args.ledger_events,
+                                    "concurrency": [1, ledger.CONCURRENCY],
+                                    "users": ledger.USERS}
     except BenchFailure as failure:
         print(f"benchmark failed: {failure}", file=sys.stderr)
         return FAILED
 
     result = report.Report(started=started, parameters=parameters, functions=functions,
-                           broker=broker, signing=signed, todo=todos)
+                           broker=broker, signing=signed, todo=todos, ledger=booked)
     print()
     print(report.table(result))
     path = report.write(result)

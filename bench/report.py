@@ -16,6 +16,7 @@ import psutil
 
 from bench import brokered, signing
 from bench.brokered import BrokerResult
+from bench.ledger import LedgerResult
 from bench.measure import ColdStarts, Throughput
 from bench.signing import SigningResult
 from bench.todo import TodoBench
@@ -67,6 +68,7 @@ class Report:
     functions: Functions | None  # None unless the functions part ran
     broker: BrokerResult | None  # None unless the broker part ran
     signing: SigningResult | None = None  # None unless the signing part ran
+    ledger: LedgerResult | None = None  # None unless the ledger part ran
     todo: TodoBench | None = None  # None unless the todo part ran
 
 
@@ -162,6 +164,17 @@ def signing_table(result: SigningResult) -> str:
     return "\n".join(lines)
 
 
+def ledger_table(result: LedgerResult) -> str:
+    header = ("", "ledger (events/s)", "bare loop (tx/s)", "ratio")
+    lines = _grid([header] + [
+        (f"{c} client{'s' if c > 1 else ''}", f"{result.ledger[c].per_second:.0f}",
+         f"{result.bare[c].per_second:.0f}", f"{result.ratio(c):.2f}x")
+        for c in sorted(result.ledger)])
+    lines.append(f"round trips per ledger event: {result.round_trips_per_event:.2f} (bare loop: "
+                 f"{result.bare_round_trips} per transaction: BEGIN, INSERTs, COMMIT)")
+    return "\n".join(lines)
+
+
 def table(report: Report) -> str:
     parts = []
     if report.functions is not None:
@@ -170,6 +183,8 @@ def table(report: Report) -> str:
         parts.append(broker_table(report.broker))
     if report.signing is not None:
         parts.append(signing_table(report.signing))
+    if report.ledger is not None:
+        parts.append(ledger_table(report.ledger))
     if report.todo is not None:
         parts.append(report.todo.table())
     return "\n\n".join(parts)
@@ -243,6 +258,8 @@ def document(report: Report) -> dict[str, Any]:
         found["broker"] = _broker_document(report.broker)
     if report.signing is not None:
         found["signing"] = report.signing.document()
+    if report.ledger is not None:
+        found["ledger"] = report.ledger.document()
     if report.todo is not None:
         found["todo"] = report.todo.document()
     return found

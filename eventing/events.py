@@ -454,6 +454,8 @@ PING = "dev.knative.sources.ping"
 
 class BalanceGet(Model):
     user: UserId | None = None  # None: the caller's own balance
+    # None: accrue-payment's ACCOUNTING_DENOMINATION.
+    denomination: str | None = Field(default=None, pattern=r"^[A-Za-z0-9]{1,20}$")
 
 
 class LedgerEntry(Model):
