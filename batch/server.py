@@ -66,6 +66,10 @@ class BatchReaderApp:
         self.reader: Reader | None = None
 
     async def start(self) -> None:
+        self.open()
+
+    def open(self) -> None:
+        """Open the reader (synchronous, for func-python's `start`: batch/knative.py)."""
         s = self.settings
         # Not waiting for the database: one that comes up later makes it ready later.
         self.reader = Reader(s.database_url, s.broker_url, schema=s.schema_name,

@@ -9,7 +9,7 @@ from tests.factory import github, issue_comment
 
 
 class Events:
-    """One payload, a fresh `ce-id` per request.
+    """One payload, a fresh `ce-id` per request (`fresh`: a new comment too).
 
     parse-comment keeps an idempotency inbox keyed by (source, id): a repeated id
     would be answered from the inbox and measure a different, cheaper path.
@@ -23,3 +23,10 @@ class Events:
 
     def headers(self) -> dict[str, str]:
         return {**self._headers, "ce-id": str(uuid.uuid4())}
+
+    def fresh(self) -> tuple[bytes, dict[str, str]]:
+        """A comment of its own (new comment id) in a delivery of its own (new ce-id):
+        parse-comment keeps one bounty per comment, so a known comment would measure the
+        cheaper 'nothing changed' path instead of a new bounty."""
+        event = github("issue_comment", issue_comment(self.comment))
+        return event.body, dict(event.headers)

@@ -82,9 +82,9 @@ def first_answer(served: Served, events: Events) -> float:
     deadline = served.spawned + COLD_START_TIMEOUT
     with httpx.Client(timeout=REQUEST_TIMEOUT) as client:
         while time.perf_counter() < deadline:
+            body, headers = events.fresh()
             try:
-                response = client.post(served.url, content=events.body,
-                                       headers=events.headers())
+                response = client.post(served.url, content=body, headers=headers)
             except httpx.TransportError:  # not listening yet, or reset while starting
                 response = None
             answered = time.perf_counter()
@@ -148,16 +148,16 @@ def throughput(subjects: Sequence[Subject], requests: int, events: Events, logs:
         for served, client in zip(servers, clients, strict=True):
             first_answer(served, events)
             for _ in range(warmup):
-                _post(client, served, events.body, events.headers())
+                _post(client, served, *events.fresh())
         done = 0
         while done < requests:
             batch = min(chunk, requests - done)
             for subject, served, client in zip(subjects, servers, clients, strict=True):
-                headers = [events.headers() for _ in range(batch)]
+                requests_ = [events.fresh() for _ in range(batch)]
                 own = latencies[subject.name]
-                for h in headers:
+                for body, headers in requests_:
                     started = time.perf_counter()
-                    _post(client, served, events.body, h)
+                    _post(client, served, body, headers)
                     own.append((time.perf_counter() - started) * 1000)
             done += batch
     finally:

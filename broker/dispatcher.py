@@ -36,6 +36,7 @@ from confluent_kafka import (
     OFFSET_END,
     Consumer,
     KafkaError,
+    KafkaException,
     Message,
     TopicPartition,
 )
@@ -547,15 +548,20 @@ class TriggerConsumer(threading.Thread):
         partition that never delivered a record has no position: its committed offset,
         or else its beginning, is where `auto.offset.reset` would have started."""
         assignment = self._assignment()
-        positions = consumer.position(assignment)
-        unknown = [tp for tp in positions if tp.offset < 0]
-        committed = {tp.partition: tp.offset
-                     for tp in (consumer.committed(unknown, timeout=5) if unknown else [])}
         consumer.resume(assignment)
-        for tp in positions:
-            offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
-            consumer.seek(TopicPartition(self.topic, tp.partition,
-                                         offset if offset >= 0 else OFFSET_BEGINNING))
+        try:
+            positions = consumer.position(assignment)
+            unknown = [tp for tp in positions if tp.offset < 0]
+            committed = {tp.partition: tp.offset
+                         for tp in (consumer.committed(unknown, timeout=5) if unknown else [])}
+            for tp in positions:
+                offset = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+                consumer.seek(TopicPartition(self.topic, tp.partition,
+                                             offset if offset >= 0 else OFFSET_BEGINNING))
+        except KafkaException as exc:
+            # Kafka slow or away: resumed all the same, only the first fetch comes later.
+            log.warning("no seek after waking", extra={"trigger": self.trigger.name,
+                                                       "error": str(exc)})
 
     def _dispatch(self) -> None:
         if self.trigger.ordered:

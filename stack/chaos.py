@@ -12,6 +12,7 @@ absorbed by the inboxes, dead letters).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -37,6 +38,7 @@ NO_STACK, BROKEN = 2, 1
 
 class Workload(Protocol):
     name: str
+    verdicts: dict[str, int]  # how the work ended, by outcome (filled by `problems`)
 
     def drive(self) -> int:
         """Put the work in; returns how many events it accepted into the broker."""
@@ -54,6 +56,7 @@ class Signing:
     count: int
     name: str = "signing"
     request_ids: list[str] = field(default_factory=list)
+    verdicts: dict[str, int] = field(default_factory=dict)
 
     def drive(self) -> int:
         from batch.reader import drain
@@ -68,9 +71,17 @@ class Signing:
             row = conn.execute(query, (self.request_ids,)).fetchone()
         return int(row[0]) if row else 0
 
+    def rejected(self) -> dict[str, str]:
+        """request_id → reason, for the signed transactions verify-tx rejected."""
+        wanted = set(self.request_ids)
+        return {e["data"]["request_id"]: e["data"].get("reason", "")
+                for e in broker_events(self.env, "dev.eventworks.tx.rejected")
+                if isinstance(e["data"], dict) and e["data"].get("request_id") in wanted}
+
     def settled(self) -> bool:
-        return self._count("SELECT count(*) FROM verify.signed WHERE request_id = ANY(%s)") \
-            + dead_lettered(self.env, set(self.request_ids)) >= len(self.request_ids)
+        verified = self._count("SELECT count(*) FROM verify.signed WHERE request_id = ANY(%s)")
+        ended = verified + len(self.rejected()) + dead_lettered(self.env, set(self.request_ids))
+        return ended >= len(self.request_ids)
 
     def problems(self) -> list[str]:
         found: list[str] = []
@@ -95,11 +106,19 @@ class Signing:
                 if not (count == next_nonce == highest + 1):
                     found.append(f"signing: {sender} on chain {chain}: {count} nonces used "
                                  f"of 0…{next_nonce - 1} (a gap or a reuse)")
-            verified = conn.execute(
-                "SELECT count(*) FROM verify.signed WHERE request_id = ANY(%s)",
-                (self.request_ids,)).fetchone()
-            if verified is None or verified[0] + letters < len(self.request_ids):
-                found.append("signing: not every signed transaction was verified")
+            verified = {r for (r,) in conn.execute(
+                "SELECT request_id FROM verify.signed WHERE request_id = ANY(%s)",
+                (self.request_ids,)).fetchall()}
+        rejected = self.rejected()
+        unjudged = [r for r, _ in signed if r not in verified and r not in rejected]
+        if unjudged:
+            found.append(f"signing: {len(unjudged)} signed transactions neither verified nor "
+                         f"rejected, e.g. {unjudged[0]}")
+        if any(not reason for reason in rejected.values()):
+            found.append("signing: a rejection without a reason")
+        self.verdicts = {"verified": len(verified), **{
+            f"rejected ({reason})": list(rejected.values()).count(reason)
+            for reason in sorted(set(rejected.values()))}}
         return found
 
 
@@ -111,6 +130,20 @@ WORKLOADS: Mapping[str, Callable[[Mapping[str, str], int], Workload]] = {
 # -- what the broker dead-lettered ------------------------------------------------------------
 def dead_letters(env: Mapping[str, str]) -> list[dict[str, Any]]:
     """Every record of the dead-letter topic: its ce_ headers and JSON body."""
+    return records(env, DEAD_LETTER_TOPIC)
+
+
+def broker_events(env: Mapping[str, str], event_type: str) -> list[dict[str, Any]]:
+    """Every event of `event_type` on the broker's topic."""
+    from broker.dispatcher import broker_topic
+    from stack.services import BROKER_NAME, BROKER_NAMESPACE
+
+    return [r for r in records(env, broker_topic(BROKER_NAMESPACE, BROKER_NAME))
+            if r["headers"].get("type") == event_type]
+
+
+def records(env: Mapping[str, str], topic: str) -> list[dict[str, Any]]:
+    """Every record of `topic`, from its start: attributes and JSON body."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
     from broker.dispatcher import Record
@@ -120,13 +153,13 @@ def dead_letters(env: Mapping[str, str]) -> list[dict[str, Any]]:
                          "log_level": 3})
     found: list[dict[str, Any]] = []
     try:
-        listed = consumer.list_topics(DEAD_LETTER_TOPIC, timeout=5).topics.get(DEAD_LETTER_TOPIC)
+        listed = consumer.list_topics(topic, timeout=5).topics.get(topic)
         if listed is None or listed.error is not None:
             return []
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(DEAD_LETTER_TOPIC, p),
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
                                                   timeout=5)[1] for p in listed.partitions}
         todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(DEAD_LETTER_TOPIC, p, OFFSET_BEGINNING) for p in todo])
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
         deadline = time.monotonic() + 20
         while todo and time.monotonic() < deadline:
             for message in consumer.consume(500, 0.2):
@@ -198,12 +231,15 @@ class Outcome:
     dead_lettered: int
     seconds: float
     problems: tuple[str, ...]
+    verdicts: Mapping[str, int] = field(default_factory=dict)
 
     def table(self) -> str:
-        rows = [("events accepted", self.events), ("kills (SIGKILL)", self.kills),
-                ("redeliveries absorbed by inboxes", self.redeliveries_absorbed),
-                ("dead-lettered", self.dead_lettered), ("seconds", round(self.seconds, 1)),
-                ("invariants broken", len(self.problems))]
+        rows: list[tuple[str, object]] = [
+            ("events accepted", self.events), ("kills (SIGKILL)", self.kills),
+            ("redeliveries absorbed by inboxes", self.redeliveries_absorbed),
+            ("dead-lettered", self.dead_lettered),
+            *[(name, count) for name, count in self.verdicts.items()],
+            ("seconds", round(self.seconds, 1)), ("invariants broken", len(self.problems))]
         width = max(len(r[0]) for r in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -234,7 +270,8 @@ def run(layout: Layout, env: Mapping[str, str], *, workloads: Sequence[str], cou
     while time.monotonic() < deadline and not all(load.settled() for load in loads):
         time.sleep(1.0)
     problems = tuple(p for load in loads for p in load.problems())
-    return Outcome(events=events, kills=len(killer.kills),
+    verdicts = {f"{load.name}: {what}": n for load in loads for what, n in load.verdicts.items()}
+    return Outcome(events=events, kills=len(killer.kills), verdicts=verdicts,
                    redeliveries_absorbed=redeliveries_absorbed(layout, started_at),
                    dead_lettered=len(dead_letters(env)) - letters_before,
                    seconds=time.monotonic() - clock, problems=problems)
@@ -268,7 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for problem in outcome.problems:
         print(f"BROKEN: {problem}")
     if args.json is not None:
-        args.json.write_text(json.dumps(outcome.__dict__, default=list, indent=2) + "\n")
+        args.json.write_text(json.dumps(dataclasses.asdict(outcome), indent=2) + "\n")
     return BROKEN if outcome.problems else 0
 
 

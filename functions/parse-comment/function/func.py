@@ -204,6 +204,7 @@ def new() -> Function:
 class Function(Edge[ParseCommentSettings]):
     name = "parse-comment"
     schema = "parse_comment"
+    outbox = True  # the claims of a merge beyond the first (one reply per delivery)
     settings_type = ParseCommentSettings
 
     def __init__(self) -> None:
@@ -278,7 +279,7 @@ class Function(Edge[ParseCommentSettings]):
         event = delivery.data
         pr = event.pull_request
         if event.action == "closed":
-            return await self._claims(_tx(delivery), event) if pr.merged else None
+            return await self._claims(delivery) if pr.merged else None
         return await self._source(_tx(delivery), Facts(
             kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
             repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
@@ -371,7 +372,8 @@ class Function(Edge[ParseCommentSettings]):
             chain_id=bounty.chain_id or self.settings.chain_id).url()
 
     # -- GitHub: claims ---------------------------------------------------------------------
-    async def _claims(self, tx: AsyncConnection, event: PullRequestEvent) -> Reply | None:
+    async def _claims(self, delivery: Delivery[PullRequestEvent]) -> Reply | None:
+        tx, event = _tx(delivery), delivery.data
         pr = event.pull_request
         if pr.user.type == "Bot":
             return None  # a bot's pull request earns nobody a bounty
@@ -385,19 +387,19 @@ class Function(Edge[ParseCommentSettings]):
         for outcome in outcomes:
             bounty = bounties[outcome.bounty_id]
             if isinstance(outcome, Claim):
-                # One reply per delivery: the first claim is the reply; any other bounty this
-                # merge claims is recorded and shown, and waits for the outbox (see README).
-                first = reply is None
+                # One reply per delivery: the first claim is the reply; any other bounty
+                # this merge claims leaves through the outbox, in the same transaction.
                 claimed = dataclasses.replace(
                     bounty, status="claimed", solver_login=pr.user.login, solver_id=pr.user.id,
                     pull_request=pr.number, pull_request_url=pr.html_url,
-                    payout_id=bounty_payout_id(bounty.bounty_id), claim_published=first,
-                    note=None if first else "Claimed together with another bounty of the "
-                    "same merge: its payout is not requested yet.")
+                    payout_id=bounty_payout_id(bounty.bounty_id), claim_published=True)
                 await store.save(tx, claimed)
                 await self._show(tx, claimed)
-                if first:
+                if reply is None:
                     reply = Reply(BOUNTY_CLAIMED, self._claimed(claimed), subject=_subject(claimed))
+                else:
+                    await self.publish(delivery, BOUNTY_CLAIMED, self._claimed(claimed),
+                                       subject=_subject(claimed))
             elif isinstance(outcome, Unfunded):
                 await self._write(tx, f"claim:{bounty.bounty_id}:{pr.id}", bounty.repository,
                                   bounty.issue_number,

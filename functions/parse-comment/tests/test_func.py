@@ -4,6 +4,7 @@ over HTTP, through PyGithub, to the GitHub API stand-in served in-process."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -22,6 +23,7 @@ from function import new
 from function.func import bounty_id
 from tests.factory import Event, cloudevent, github, issue_comment, post_to, probed_ready, served
 from tests.github_stand_in import Served, github_stand_in
+from tests.subscriber import Subscriber
 
 pytestmark = pytest.mark.stack
 
@@ -80,6 +82,14 @@ def env(stack_env, gh):
     return {"DATABASE_URL": stack_env["DATABASE_URL_PARSE_COMMENT"],
             "SIGNING_PAGE_URL": "https://sign.example/pledge", "SIGNING_CHAIN_ID": "1",
             "GITHUB_API_URL": gh.url, "GITHUB_TOKEN": "ghs_test_token"}
+
+
+@pytest.fixture
+def sink():
+    """A stand-in for the broker ingress at K_SINK, recording what the outbox relays."""
+    receiver = Subscriber()
+    yield receiver
+    receiver.close()
 
 
 def reply_of(response: httpx.Response) -> tuple[str, dict[str, Any]]:
@@ -365,10 +375,10 @@ async def test_given_claimed_bounty_when_a_second_pr_merges_then_reported_not_cl
     assert "already claimed by #2" in comments[1]["body"]
 
 
-async def test_given_a_merge_closing_two_funded_bounties_when_posted_then_first_claimed_in_the_reply_the_other_recorded_and_said(  # noqa: E501
-        env, gh):
+async def test_given_a_merge_closing_two_funded_bounties_when_posted_then_the_first_is_the_reply_and_the_other_leaves_through_the_outbox(  # noqa: E501
+        env, gh, sink):
     repo = Repo()
-    async with served(new(), env) as client:
+    async with served(new(), {**env, "K_SINK": sink.url}) as client:
         _, first = reply_of(await send(client, repo.event("issue_comment.created.bounty.json")))
         _, second = reply_of(await send(client, repo.event(
             "issue_comment.created.pr.json", "$DAI:3$", issue__number=1,
@@ -377,11 +387,18 @@ async def test_given_a_merge_closing_two_funded_bounties_when_posted_then_first_
         await send(client, funded(second))
         kind, claimed = reply_of(await send(client, repo.event(
             "pull_request.closed.merged.json")))
+        for _ in range(250):
+            if sink.received:
+                break
+            await asyncio.sleep(0.02)
     assert (kind, claimed["bounty_id"]) == ("dev.eventworks.bounty.claimed", first["bounty_id"])
+    (relayed,) = sink.received
+    assert relayed.headers["ce-type"] == "dev.eventworks.bounty.claimed"
+    assert json.loads(relayed.body)["bounty_id"] == second["bounty_id"]
     bodies = [c["body"] for c in await gh.comments(repository=repo.full_name)]
     assert len(bodies) == 2
     assert all("claimed by @contributor-jane" in b for b in bodies)
-    assert "its payout is not requested yet" in bodies[1]
+    assert not any("not requested yet" in b for b in bodies)
 
 
 async def test_given_rejected_pledge_and_rejected_payout_when_posted_then_noted(env, gh):

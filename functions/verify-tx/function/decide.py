@@ -78,7 +78,10 @@ class Slot:
 @dataclass(frozen=True)
 class Seen:
     """What verify-tx recorded before: the highest fencing token of a payload it recorded
-    for the sender (None: none yet), and the payload recorded in the slot (None: free)."""
+    for the sender at this nonce or a lower one (None: none yet), and the payload recorded
+    in the slot (None: free). Nonces are allocated in order under the leases, so a token
+    recorded at a LATER nonce says nothing about this one: that signature may simply have
+    arrived first."""
 
     highest_token: int | None
     signing_hash: bytes | None

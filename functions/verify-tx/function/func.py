@@ -217,8 +217,13 @@ class Function(Edge[VerifySettings]):
         # and the slot read here must not change before the decision on them is written.
         # (Its own statement: a statement's snapshot is taken before it waits for a lock.)
         await tx.execute("SELECT pg_advisory_xact_lock(%s)", (sender_lock(slot.sender),))
+        # The fence of a slot is the highest token recorded at this nonce or below: a lease
+        # that signed a later nonce took the key after this signature's lease may have,
+        # and tx.signed events arrive in any order (redeliveries, unordered Triggers).
         cur = await tx.execute(
-            "SELECT (SELECT highest_token FROM fencing WHERE sender = %(sender)s),"
+            "SELECT (SELECT max(fencing_token) FROM signed"
+            "         WHERE sender = %(sender)s AND chain_id = %(chain_id)s"
+            "           AND nonce <= %(nonce)s),"
             "       (SELECT signing_hash FROM signed"
             "         WHERE sender = %(sender)s AND chain_id = %(chain_id)s"
             "           AND nonce = %(nonce)s)",

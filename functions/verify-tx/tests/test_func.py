@@ -324,6 +324,18 @@ async def test_given_token_below_senders_highest_when_posted_then_stale_lease(en
                                                "verified"]
 
 
+async def test_given_signatures_arriving_out_of_nonce_order_when_posted_then_an_older_lease_of_an_earlier_nonce_is_verified(env):  # noqa: E501
+    # Found by the chaos run: lease 10 signed nonce 0, lease 11 then signed nonce 1, and a
+    # redelivery brought nonce 1 first. Lease 11 took the key after nonce 0 was signed.
+    key = Key.fresh()
+    responses = await post_all(
+        env,
+        tx_signed(key.sign(1), sender=key.address, nonce=1, token=11),
+        tx_signed(key.sign(0), sender=key.address, nonce=0, token=10),
+        tx_signed(key.sign(2), sender=key.address, nonce=2, token=10))  # after 11 took it
+    assert [verdict(r) for r in responses] == ["verified", "verified", "stale_lease"]
+
+
 async def test_given_stale_lease_with_other_payload_for_a_used_slot_then_stale_lease(env):
     key = Key.fresh()
     responses = await post_all(
