@@ -136,8 +136,10 @@ def smoke(staged: Path, invoke: str, env: Mapping[str, str], work: Path) -> Resu
         server = subprocess.Popen(
             [str(venv / "bin" / "python"), "-c", SERVE.format(invoke=invoke)], cwd=run_in,
             stdout=out, stderr=subprocess.STDOUT,
+            # K_SINK as a SinkBinding injects it: a function with an outbox then starts
+            # its relay, so what the relay imports must be in the function's own pins.
             env={**keep, **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
-                 "PYTHONUNBUFFERED": "1"})
+                 "K_SINK": "http://127.0.0.1:9/", "PYTHONUNBUFFERED": "1"})
         try:
             problems = _probe(f"http://127.0.0.1:{port}", server, log)
         finally:
