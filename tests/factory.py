@@ -127,3 +127,26 @@ async def probed_ready(client: httpx.AsyncClient, attempts: int = 100) -> httpx.
             break
         await asyncio.sleep(0.05)
     return response
+
+
+def pledge_typed_data(*, bounty_id: str, repository: str, issue_number: int,
+                      denomination: str, amount_base_units: Any, chain_id: int,
+                      name: str = "eventworks bounty", version: str = "1") -> dict[str, Any]:
+    """A bounty pledge as the signing page has a wallet sign it (eth_signTypedData_v4): the
+    typed data verify-tx checks (functions/verify-tx/function/pledge.py)."""
+    return {
+        "types": {
+            "EIP712Domain": [{"name": "name", "type": "string"},
+                             {"name": "version", "type": "string"},
+                             {"name": "chainId", "type": "uint256"}],
+            "Pledge": [{"name": "bountyId", "type": "string"},
+                       {"name": "repository", "type": "string"},
+                       {"name": "issueNumber", "type": "uint256"},
+                       {"name": "denomination", "type": "string"},
+                       {"name": "amountBaseUnits", "type": "uint256"}]},
+        "primaryType": "Pledge",
+        "domain": {"name": name, "version": version, "chainId": chain_id},
+        "message": {"bountyId": bounty_id, "repository": repository,
+                    "issueNumber": issue_number, "denomination": denomination,
+                    "amountBaseUnits": amount_base_units},
+    }

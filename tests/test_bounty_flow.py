@@ -30,7 +30,7 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 
-from tests.factory import cloudevent
+from tests.factory import cloudevent, pledge_typed_data
 from tests.tansu import records, wait_until
 
 pytestmark = pytest.mark.stack
@@ -101,25 +101,12 @@ class Story:
 
 def pledge(requested: dict[str, Any]) -> dict[str, Any]:
     """The typed data the page has the wallet sign, from the link's terms."""
-    link = parse_qs(urlsplit(requested["sign_url"]).query)
-    return {
-        "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"},
-                             {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}],
-            "Pledge": [{"name": "bountyId", "type": "string"},
-                       {"name": "repository", "type": "string"},
-                       {"name": "issueNumber", "type": "uint256"},
-                       {"name": "denomination", "type": "string"},
-                       {"name": "amountBaseUnits", "type": "uint256"}]},
-        "primaryType": "Pledge",
-        "domain": {"name": "eventworks bounty", "version": "1",
-                   "chainId": int(link["chain_id"][0])},
-        "message": {"bountyId": link["bounty"][0], "repository": link["repository"][0],
-                    "issueNumber": int(link["issue"][0]),
-                    "denomination": link["denomination"][0],
-                    "amountBaseUnits": link["amount_base_units"][0]},
-    }
+    link = {k: v[0] for k, v in parse_qs(urlsplit(requested["sign_url"]).query).items()}
+    return pledge_typed_data(bounty_id=link["bounty"], repository=link["repository"],
+                             issue_number=int(link["issue"]),
+                             denomination=link["denomination"],
+                             amount_base_units=link["amount_base_units"],
+                             chain_id=int(link["chain_id"]))
 
 
 def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_is_paid_and_told(

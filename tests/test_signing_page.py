@@ -27,6 +27,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Request, sync_pla
 
 from eventing import siwe
 from stack import services
+from tests.factory import pledge_typed_data
 from tests.topic import Seen, Watch
 
 pytestmark = pytest.mark.stack
@@ -314,21 +315,9 @@ def test_given_a_pledge_when_the_funder_signs_then_verify_tx_funds_the_bounty(
     signed = found["signed"].data
     assert signed == {
         "bounty_id": bounty_id, "funder_address": wallet.address,
-        "typed_data": {
-            "types": {
-                "EIP712Domain": [{"name": "name", "type": "string"},
-                                 {"name": "version", "type": "string"},
-                                 {"name": "chainId", "type": "uint256"}],
-                "Pledge": [{"name": "bountyId", "type": "string"},
-                           {"name": "repository", "type": "string"},
-                           {"name": "issueNumber", "type": "uint256"},
-                           {"name": "denomination", "type": "string"},
-                           {"name": "amountBaseUnits", "type": "uint256"}]},
-            "primaryType": "Pledge",
-            "domain": {"name": "eventworks bounty", "version": "1", "chainId": CHAIN_ID},
-            "message": {"bountyId": bounty_id, "repository": "octo-org/hello-world",
-                        "issueNumber": 12, "denomination": "USDC",
-                        "amountBaseUnits": "100500000"}},
+        "typed_data": pledge_typed_data(
+            bounty_id=bounty_id, repository="octo-org/hello-world", issue_number=12,
+            denomination="USDC", amount_base_units="100500000", chain_id=CHAIN_ID),
         "signature": signed["signature"], "repository": "octo-org/hello-world",
         "issue_number": 12, "denomination": "USDC", "amount_base_units": "100500000",
         "chain_id": CHAIN_ID}

@@ -9,25 +9,12 @@ from pathlib import Path
 import yaml
 
 from eventing import ethereum
+from tests.test_siwe import EXAMPLE_COM as SIWE_EXAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
 TCK = ROOT.parent / "shared" / "reference" / "cesql-tck"
 GOLDEN = ROOT / "tests" / "data" / "github" / "issue_comment.created.json"
 
-SIWE_EXAMPLE = """\
-example.com wants you to sign in with your Ethereum account:
-0xC02aaA39b223FE8D0A0e5C4F27eAD9083C756Cc2
-
-I accept the ExampleOrg Terms of Service: https://example.com/tos
-
-URI: https://example.com/login
-Version: 1
-Chain ID: 1
-Nonce: 32891756
-Issued At: 2021-09-30T16:25:24Z
-Resources:
-- ipfs://bafybeiemxf5abjwjbikoz4mc3a3dla6ual3jsgpdr4cjr3oz3evfyavhwq/
-- https://example.com/my-web2-claim.json"""
 # eth-account's documented example key; only ever signs fuzz seeds.
 DOC_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
 

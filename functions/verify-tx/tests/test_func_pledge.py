@@ -19,7 +19,7 @@ from eth_account.messages import encode_typed_data
 from eth_account.signers.local import LocalAccount
 
 from function import new
-from tests.factory import Event, cloudevent, post_to, served
+from tests.factory import Event, cloudevent, pledge_typed_data, post_to, served
 
 pytestmark = pytest.mark.stack
 
@@ -35,22 +35,9 @@ def env(stack_env):
 def typed_pledge(bounty_id: str, *, amount: Any = "250000000", chain_id: int = 1,
                  name: str = "eventworks bounty", version: str = "1") -> dict[str, Any]:
     """The pledge as the signing page has a wallet sign it (eth_signTypedData_v4)."""
-    return {
-        "types": {
-            "EIP712Domain": [{"name": "name", "type": "string"},
-                             {"name": "version", "type": "string"},
-                             {"name": "chainId", "type": "uint256"}],
-            "Pledge": [{"name": "bountyId", "type": "string"},
-                       {"name": "repository", "type": "string"},
-                       {"name": "issueNumber", "type": "uint256"},
-                       {"name": "denomination", "type": "string"},
-                       {"name": "amountBaseUnits", "type": "uint256"}],
-        },
-        "primaryType": "Pledge",
-        "domain": {"name": name, "version": version, "chainId": chain_id},
-        "message": {"bountyId": bounty_id, "repository": "octo/repo", "issueNumber": 42,
-                    "denomination": "USDC", "amountBaseUnits": amount},
-    }
+    return pledge_typed_data(bounty_id=bounty_id, repository="octo/repo", issue_number=42,
+                             denomination="USDC", amount_base_units=amount,
+                             chain_id=chain_id, name=name, version=version)
 
 
 def sign(typed_data: dict[str, Any], key: bytes) -> str:
