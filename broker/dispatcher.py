@@ -193,36 +193,48 @@ class RetryLedger:
 
     def load(self, trigger: str) -> dict[tuple[int, int], int]:
         """Every (partition, offset) → attempts this trigger has spent, read to the end."""
-        consumer = Consumer({**topics.config(self._bootstrap, "eventworks-retry-ledger"),
-                             "group.id": "eventworks-retry-ledger-reader",  # never joins
-                             "enable.auto.commit": False, "fetch.wait.max.ms": 5})
         spent: dict[tuple[int, int], int] = {}
-        try:
-            listed = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
-            partitions = sorted(listed.partitions) if listed is not None else []
-            end = {p: consumer.get_watermark_offsets(TopicPartition(self.topic, p),
-                                                     timeout=5)[1] for p in partitions}
-            todo = {p for p in partitions if end[p] > 0}
-            consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in todo])
-            deadline = time.monotonic() + 10
-            while todo and time.monotonic() < deadline:
-                for message in consumer.consume(500, 0.1):
-                    if message.error() is not None:
-                        continue
-                    record = Record.of(message)
-                    if record.offset + 1 >= end[record.partition]:
-                        todo.discard(record.partition)
-                    name, partition, offset = (record.key or b"").decode().split("\x00")
-                    if name != trigger:
-                        continue
-                    where = (int(partition), int(offset))
-                    if record.value is None:
-                        spent.pop(where, None)
-                    else:
-                        spent[where] = int(record.value)
-            return spent
-        finally:
-            consumer.close()
+        for record in records_to_end(self._bootstrap, self.topic,
+                                     client_id="eventworks-retry-ledger", timeout=10):
+            name, partition, offset = (record.key or b"").decode().split("\x00")
+            if name != trigger:
+                continue
+            where = (int(partition), int(offset))
+            if record.value is None:
+                spent.pop(where, None)
+            else:
+                spent[where] = int(record.value)
+        return spent
+
+
+def records_to_end(bootstrap: list[str], topic: str, *, client_id: str,
+                   timeout: float) -> list[Record]:
+    """Every record of `topic` from its start to the end it had when asked, in order per
+    partition (none when the topic does not exist); reads at most `timeout` seconds."""
+    consumer = Consumer({**topics.config(bootstrap, client_id),
+                         "group.id": f"{client_id}-reader",  # assigned: never joins
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+    found: list[Record] = []
+    try:
+        listed = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if listed is None or listed.error is not None:
+            return []
+        end = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+               for p in listed.partitions}
+        todo = {p for p, last in end.items() if last > 0}
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
+        deadline = time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for message in consumer.consume(500, 0.1):
+                if message.error() is not None:
+                    continue
+                record = Record.of(message)
+                found.append(record)
+                if record.offset + 1 >= end[record.partition]:
+                    todo.discard(record.partition)
+        return found
+    finally:
+        consumer.close()
 
 
 # -- one record, start to finish (runs on a worker thread) ------------------------------
@@ -354,10 +366,13 @@ class Doorbell(threading.Thread):
             consumer.assign([TopicPartition(self.topic, p, OFFSET_END)
                              for p in range(self.partitions)])
             while not self.stopping.is_set():
-                arrived = [Record.of(m) for m in arrivals(consumer, wait=0.1)
-                           if m.error() is None]
-                if arrived:
-                    self.ring({r.partition: r.offset + 1 for r in arrived})
+                # Only where each partition now ends: no record is decoded here.
+                latest = {partition: offset + 1 for m in arrivals(consumer, wait=0.1)
+                          if m.error() is None
+                          and (partition := m.partition()) is not None
+                          and (offset := m.offset()) is not None}
+                if latest:
+                    self.ring(latest)
         except Exception:
             log.exception("the doorbell failed; idle consumers look every second")
         finally:
@@ -475,8 +490,10 @@ class TriggerConsumer(threading.Thread):
                 if self.dozing:
                     self._doze(consumer)
                     wait = 0.0  # still poll: rebalances and errors arrive through it
-                for message in arrivals(consumer, wait=wait):
+                arrived = arrivals(consumer, wait=wait)
+                if arrived:
                     self._busy_at = time.monotonic()
+                for message in arrived:
                     error = message.error()
                     if error is not None:
                         if error.code() != KafkaError._PARTITION_EOF:

@@ -144,37 +144,16 @@ def broker_events(env: Mapping[str, str], event_type: str) -> list[dict[str, Any
 
 def records(env: Mapping[str, str], topic: str) -> list[dict[str, Any]]:
     """Every record of `topic`, from its start: attributes and JSON body."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from broker.dispatcher import records_to_end
 
-    from broker.dispatcher import Record
-
-    consumer = Consumer({"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"],
-                         "group.id": "eventworks-chaos-reader", "enable.auto.commit": False,
-                         "log_level": 3})
     found: list[dict[str, Any]] = []
-    try:
-        listed = consumer.list_topics(topic, timeout=5).topics.get(topic)
-        if listed is None or listed.error is not None:
-            return []
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p),
-                                                  timeout=5)[1] for p in listed.partitions}
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
-        deadline = time.monotonic() + 20
-        while todo and time.monotonic() < deadline:
-            for message in consumer.consume(500, 0.2):
-                if message.error() is not None:
-                    continue
-                record = Record.of(message)
-                try:
-                    body = json.loads(record.value or b"null")
-                except ValueError:
-                    body = None
-                found.append({"headers": record.event.attributes, "data": body})
-                if record.offset + 1 >= ends[record.partition]:
-                    todo.discard(record.partition)
-    finally:
-        consumer.close()
+    for record in records_to_end([env["KAFKA_BOOTSTRAP_SERVERS"]], topic,
+                                 client_id="eventworks-chaos", timeout=20):
+        try:
+            body = json.loads(record.value or b"null")
+        except ValueError:
+            body = None
+        found.append({"headers": record.event.attributes, "data": body})
     return found
 
 
