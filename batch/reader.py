@@ -39,6 +39,7 @@ from psycopg_pool import ConnectionPool
 
 from batch.requests import COLUMNS, SCHEMA, TxRequest, session_setup
 from broker.connections import Connections, DeliveryError, DeliveryTimeout
+from eventing import oidc
 
 log = logging.getLogger("batch.reader")
 
@@ -124,6 +125,9 @@ class Reader:
 
     def _publish(self, request: TxRequest) -> bool:
         headers, body = request.http_event()
+        # The OIDC identity of the SinkBinding `batch-reader`, which the Broker's
+        # EventPolicy admits (knative/base/gateway.yaml); nothing without OIDC.
+        headers = {**headers, **oidc.authorization()}
         try:
             answer = self._connections.post(self.broker_url, body, headers, POST_TIMEOUT)
         except (DeliveryError, DeliveryTimeout) as exc:

@@ -42,9 +42,10 @@ from confluent_kafka import (
 )
 
 from broker import delivery, topics
+from broker.admission import sent_time
 from broker.connections import Connections
 from broker.delivery import Event, Outcome
-from broker.ingress import sent_time, to_record
+from broker.ingress import to_record
 
 log = logging.getLogger("broker.dispatcher")
 

@@ -31,32 +31,24 @@ Two deliberate differences from a plain re-encoding of the SDK's event:
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import logging
-import re
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.exceptions import CloudEventValidationError
-from cloudevents.core.v1.event import CloudEvent
 from confluent_kafka import KafkaException
 from pydantic import Field, SecretStr, field_validator
 
-from broker import topics, webhook
+from broker import admission, topics, webhook
 from eventing import auth, logs, wire
-from eventing.edge import status_of
 from eventing.errors import (
     EventworksError,
-    InvalidEvent,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
-    Unauthorized,
     Unavailable,
 )
 from eventing.settings import ONE_MIB
@@ -64,13 +56,9 @@ from eventing.settings import ONE_MIB
 log = logging.getLogger("broker.ingress")
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"  # a Kubernetes name, also a valid topic part
-FIRST = ("specversion", "id", "source", "type")      # header order: required attributes first
-UNTRUSTED = auth.AUTH_ATTRIBUTES                    # set only by a trusted edge (DESIGN §4)
-PARTITIONKEY = "partitionkey"
-JSON_MEDIA_TYPE = re.compile(r"^(application|text)/([a-z0-9.+-]+\+)?json$")
 LIVENESS = "/health/liveness"
 READINESS = "/health/readiness"
-PROBLEM = {"content-type": "application/problem+json"}
+PROBLEM = admission.PROBLEM
 
 
 class IngressSettings(auth.AuthSettings):
@@ -125,80 +113,19 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
-def _text(name: str, value: object) -> str:
-    """An attribute's canonical string form (CloudEvents type system)."""
-    if isinstance(value, datetime):
-        text = value.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    raise InvalidEvent(f"attribute {name} is a {type(value).__name__}, which is not a "
-                       "CloudEvents attribute type", field=name)
-
-
-def _is_json(content_type: str | None) -> bool:
-    if content_type is None:
-        return True  # structured mode: data without datacontenttype is JSON
-    return bool(JSON_MEDIA_TYPE.match(content_type.split(";")[0].strip().lower()))
-
-
-def _structured_value(event: BaseCloudEvent) -> bytes:
-    data = event.get_data()
-    if data is None:
-        return b""
-    if isinstance(data, bytes):  # data_base64
-        return data
-    if isinstance(data, str) and not _is_json(event.get_datacontenttype()):
-        return data.encode()
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
+def record_of(admitted: admission.Admitted) -> Record:
+    """The Kafka spelling of an admitted event: `ce_<name>` headers, `content-type`."""
+    return Record(key=admitted.key, value=admitted.value, headers=[
+        ("content-type" if name == admission.DATACONTENTTYPE else f"ce_{name}", text.encode())
+        for name, text in admitted.attributes])
 
 
 def to_record(event: BaseCloudEvent, body: bytes, *, binary: bool,
               sent_time: bool = True, context: Mapping[str, str] | None = None) -> Record:
     """The Kafka record of `event`; `body` is the HTTP body it was decoded from.
     `context`: the Auth Context this ingress vouches for (the client's is dropped)."""
-    attributes: dict[str, object] = {k: v for k, v in event.get_attributes().items()
-                                     if v is not None and k not in UNTRUSTED}
-    attributes.update(context or {})
-    if not sent_time:
-        attributes.pop("time", None)
-    headers: list[tuple[str, bytes]] = []
-    for name in [*FIRST, *sorted(set(attributes) - set(FIRST))]:
-        if name not in attributes:
-            continue
-        text = _text(name, attributes[name])
-        if name == "datacontenttype":
-            headers.append(("content-type", text.encode()))
-        else:
-            headers.append((f"ce_{name}", text.encode()))
-    if binary:
-        value = body
-    else:
-        value = _structured_value(event)
-        if "datacontenttype" not in attributes and event.get_data() is not None \
-                and not isinstance(event.get_data(), bytes):
-            headers.append(("content-type", b"application/json"))
-    key = attributes.get(PARTITIONKEY)
-    return Record(key=None if key is None else _text(PARTITIONKEY, key).encode(),
-                  value=value, headers=headers)
-
-
-def _request_headers(scope: Mapping[str, Any]) -> dict[str, str]:
-    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-
-
-def sent_time(headers: Mapping[str, str], body: bytes, binary: bool) -> bool:
-    if binary:
-        return "ce-time" in headers
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return True
-    return isinstance(document, dict) and document.get("time") is not None
+    return record_of(admission.admit(event, body, binary=binary, sent_time=sent_time,
+                                     context=context))
 
 
 # -- the ASGI application --------------------------------------------------------------
@@ -302,28 +229,13 @@ class Ingress:
     async def _ingest(self, scope: Mapping[str, Any], receive: wire.Receive,
                       send: wire.Send) -> None:
         started = time.perf_counter()
-        chunks: list[bytes] = []
-
-        async def recording() -> MutableMapping[str, Any]:
-            message = await receive()
-            if message["type"] == "http.request":
-                chunks.append(message.get("body", b""))
-            return message
-
-        request = await wire.decode_request(scope, recording, parse_data=False)
         event_id: str | None = None
         try:
-            if isinstance(request, wire.Rejected):
-                raise request.error
+            received = await admission.receive(scope, receive)
+            request = received.event
             event_id = request.get_id()
-            if request.get_specversion() != "1.0":
-                raise InvalidEvent("only CloudEvents 1.0 are accepted", field="specversion")
-            headers = _request_headers(scope)
-            context = await self._context(headers)
-            binary = any(name.startswith("ce-") for name in headers)
-            body = b"".join(chunks)
-            record = to_record(request, body, binary=binary,
-                               sent_time=sent_time(headers, body, binary), context=context)
+            context = await self._verifier.context(received.headers.get("authorization"))
+            record = record_of(admission.admit_received(received, context))
             with logs.bound(event_id=event_id, event_type=request.get_type(),
                             event_source=request.get_source()):
                 metadata = await self._produce(record)
@@ -339,45 +251,20 @@ class Ingress:
             await wire.send_response(send, 500, PROBLEM, wire.problem(500, None,
                                                                       event_id=event_id))
 
-    async def _context(self, headers: Mapping[str, str]) -> Mapping[str, str]:
-        """The Auth Context of a request: its bearer token's identity, or unauthenticated."""
-        token = auth.bearer(headers.get("authorization"))
-        if token is None:
-            return auth.UNAUTHENTICATED_CONTEXT
-        if not self._verifier.configured:
-            raise Unauthorized("this broker verifies no bearer tokens (no JWT_SECRET, "
-                               "JWT_JWKS_FILE or JWT_JWKS_URL)", field="header authorization")
-        identity = await self._verifier.verified(token)
-        return identity.context()
-
     async def _webhook(self, scope: Mapping[str, Any], receive: wire.Receive,
                        send: wire.Send) -> None:
         """`POST /github`: a signed GitHub webhook → a GitHubSource CloudEvent in Kafka."""
         started = time.perf_counter()
         delivery_id: str | None = None
         try:
-            if scope.get("method") != "POST":
-                raise MethodNotAllowed("GitHub webhooks are delivered with POST", field="method")
-            secret = self.settings.github_webhook_secret
-            if secret is None:
-                raise Unavailable("webhook secret not configured: the broker accepts no GitHub "
-                                  "webhooks until GITHUB_WEBHOOK_SECRET is set", retry_after=60)
-            headers = _request_headers(scope)
-            body = await _read_body(receive, headers, self.settings.max_event_bytes)
-            delivery = webhook.parse_headers(headers)
+            delivery, admitted = await admission.github(
+                scope, receive, self.settings.github_webhook_secret,
+                self.settings.max_event_bytes)
             delivery_id = delivery.delivery_id
-            webhook.authenticate(secret.get_secret_value(), body, delivery)
-            payload = webhook.parse_payload(body, headers.get("content-type"))
-            attributes = webhook.attributes(delivery, payload, datetime.now(UTC))
-            try:
-                event = CloudEvent(attributes, body)
-            except CloudEventValidationError as exc:
-                raise InvalidEvent(f"the webhook makes no valid CloudEvent: {exc}",
-                                   field=next(iter(exc.errors), None)) from None
-            record = to_record(event, body, binary=True)
+            attributes = dict(admitted.attributes)
             with logs.bound(event_id=delivery_id, event_type=attributes["type"],
                             event_source=attributes["source"]):
-                metadata = await self._produce(record)
+                metadata = await self._produce(record_of(admitted))
                 log.info("github webhook accepted", extra={
                     "github_event": delivery.event, "partition": metadata.partition,
                     "offset": metadata.offset,
@@ -392,19 +279,7 @@ class Ingress:
 
     async def _refuse(self, send: wire.Send, error: EventworksError, event_id: str | None,
                       allow: str = "POST") -> None:
-        status = status_of(error)
-        headers = dict(PROBLEM)
-        if isinstance(error, Unavailable):
-            headers["retry-after"] = str(error.retry_after)
-        if isinstance(error, MethodNotAllowed):
-            headers["allow"] = allow
-        if isinstance(error, Unauthorized):
-            headers["www-authenticate"] = 'Bearer realm="eventworks"'  # RFC 6750 §3
-        log.warning("event refused", extra={"status": status, "problem": error.slug,
-                                            "field": error.field, "detail": error.detail,
-                                            "event_id": event_id})
-        await wire.send_response(send, status, headers,
-                                 wire.problem(status, error, event_id=event_id))
+        await admission.refuse(send, error, event_id, log, allow=allow)
 
     async def _produce(self, record: Record) -> topics.Stored:
         """Produce `record`; return where it is once Kafka acknowledged it (acks=all)."""
@@ -424,23 +299,6 @@ class Ingress:
         except topics.NotStored as exc:
             log.warning("produce failed", extra={"error": str(exc)})
             raise Unavailable("Kafka did not acknowledge the event; try again later") from exc
-
-
-async def _read_body(receive: wire.Receive, headers: Mapping[str, str], limit: int) -> bytes:
-    """The whole request body, refused as soon as it is known to exceed `limit` bytes."""
-    declared = headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise InvalidEvent("the client went away before sending the whole body")
-        body += message.get("body", b"")
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-        if not message.get("more_body", False):
-            return bytes(body)
 
 
 def split_address(address: str) -> tuple[str, int]:

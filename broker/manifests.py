@@ -88,6 +88,9 @@ IGNORED_KINDS: Mapping[str, str] = {
     "RoleBinding": "no RBAC locally",
     "ClusterRole": "no RBAC locally",
     "ClusterRoleBinding": "no RBAC locally",
+    # Who may post to the Broker, by OIDC identity: a laptop has none; the local ingress
+    # verifies bearer tokens itself and trusts loopback.
+    "EventPolicy": "no OIDC sender identities locally",
 }
 
 # Annotations that change what a resource does and that the local broker cannot do.

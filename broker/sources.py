@@ -89,10 +89,11 @@ from cronsim import CronSim, CronSimError
 from pydantic import Field
 
 from broker import health, topics
+from broker.admission import FIRST, JSON_MEDIA_TYPE, sent_time
 from broker.delivery import Event, Outcome
 from broker.dispatcher import DEFAULT_TIMEOUT, Publisher, arrivals
 from broker.dispatcher_process import function_resolver
-from broker.ingress import FIRST, JSON_MEDIA_TYPE, sent_time, to_record
+from broker.ingress import to_record
 from broker.manifests import Destination, KafkaSource, ManifestError, PingSource, Wiring, load
 from eventing import logs
 from eventing.settings import EnvSettings

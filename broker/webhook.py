@@ -12,6 +12,8 @@ module holds the parts that need no I/O, so they are tested on plain values:
 - `attributes`: a verified delivery → the CloudEvent attributes GitHubSource
   sets (`type` `dev.knative.source.github.<event>`, `source`
   `https://github.com/<owner>/<repo>`, `id` = the delivery id, `subject`).
+- `event_of`: all of it, headers and body → the verified delivery's CloudEvent; what
+  both receivers (the local ingress, the gateway) run.
 
 The data of the event is the raw body, byte for byte: the bytes GitHub signed.
 """
@@ -27,6 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+
+from cloudevents.core.exceptions import CloudEventValidationError
+from cloudevents.core.v1.event import CloudEvent
 
 from eventing.errors import InvalidEvent, Unauthorized
 
@@ -180,3 +185,17 @@ def attributes(delivery: Delivery, payload: Mapping[str, Any],
     if subject is not None:
         result["subject"] = subject
     return result
+
+
+def event_of(secret: str | bytes, headers: Mapping[str, str], body: bytes,
+             now: datetime) -> tuple[Delivery, CloudEvent]:
+    """A webhook delivery → its GitHubSource CloudEvent (data: the raw body), once its
+    signature verified; InvalidEvent or Unauthorized otherwise."""
+    delivery = parse_headers(headers)
+    authenticate(secret, body, delivery)
+    payload = parse_payload(body, headers.get("content-type"))
+    try:
+        return delivery, CloudEvent(attributes(delivery, payload, now), body)
+    except CloudEventValidationError as exc:
+        raise InvalidEvent(f"the webhook makes no valid CloudEvent: {exc}",
+                           field=next(iter(exc.errors), None)) from None

@@ -60,7 +60,7 @@ def check(*, install: bool = True) -> list[str]:
         staged = stage.stage_all(ROOT, Path(work) / "staged")
         envs = {p.name: smoke.environment(staged[p.name] / "func.yaml", data)
                 for p in deployables}
-        results = smoke.smoke_all({p.name: (staged[p.name], p.invoke) for p in deployables},
+        results = smoke.smoke_all({p.name: (staged[p.name], p) for p in deployables},
                                   envs, Path(work))
         for result in results:
             state = "ok" if not result.problems else "FAILED"

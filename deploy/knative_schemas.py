@@ -1,5 +1,6 @@
-"""Write knative/schemas/: JSON schemas of Knative Eventing's core kinds, from the models
-`cloudcoil-models-knative-eventing` generates from Knative's CRD schemas (1.17).
+"""Write knative/schemas/: JSON schemas of Knative Eventing's core kinds and EventPolicy,
+from the models `cloudcoil-models-knative-eventing` generates from Knative's CRD schemas
+(1.17).
 
 Not a dependency of the project (its package registers a pytest plugin that starts
 clusters); regenerate with a throw-away environment:
@@ -29,6 +30,8 @@ KNATIVE_MODELS: Mapping[tuple[str, str], tuple[str, str]] = {
     ("eventing.knative.dev/v1", "Trigger"): ("eventing.v1", "Trigger"),
     ("sources.knative.dev/v1", "PingSource"): ("sources.v1", "PingSource"),
     ("sources.knative.dev/v1", "SinkBinding"): ("sources.v1", "SinkBinding"),
+    # Who may send to the Broker (knative/base/gateway.yaml); Knative 1.15+, alpha API.
+    ("eventing.knative.dev/v1alpha1", "EventPolicy"): ("eventing.v1alpha1", "EventPolicy"),
 }
 TIMEOUT = {"type": "string", "$comment": "delivery-timeout: read by Knative, not in the CRD"}
 

@@ -19,6 +19,11 @@
   and an explicit `kafka.eventing.knative.dev/delivery.order`.
 - The Triggers of the build are the Triggers the local broker runs (knative/base), field
   for field: one source of truth.
+- An EventPolicy guards the Broker (knative/base/gateway.yaml): it admits, by reference,
+  exactly the senders of the build whose sink is the Broker (the gateway's SinkBinding,
+  the outbox relays', sources): one of ours left out would be refused, and anything more
+  (a wildcard or namespace-wide subject, a ref to something that sends elsewhere) could
+  post forged Auth Contexts past the gateway.
 """
 
 from __future__ import annotations
@@ -146,6 +151,58 @@ def _delivery_problems(wired: Wiring, docs: Iterable[Mapping[str, Any]]) -> list
     return problems
 
 
+EVENT_POLICY = ("eventing.knative.dev/v1alpha1", "EventPolicy")
+
+
+def _group(api_version: str) -> str:
+    return api_version.rpartition("/")[0]
+
+
+def _broker_senders(docs: Iterable[Mapping[str, Any]]) -> set[tuple[str, str, str]]:
+    """(API group, kind, name) of every resource whose spec.sink is a Broker."""
+    return {(_group(str(d["apiVersion"])), str(d["kind"]), str(d["metadata"]["name"]))
+            for d in docs
+            if ((d.get("spec") or {}).get("sink") or {}).get("ref", {}).get("kind") == "Broker"}
+
+
+def event_policy_problems(docs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Who may post to the Broker: exactly our senders, each by reference."""
+    docs = list(docs)
+    policies = [d for d in docs if (d.get("apiVersion"), d.get("kind")) == EVENT_POLICY
+                and any((to.get("ref") or {}).get("kind") == "Broker"
+                        for to in (d.get("spec") or {}).get("to") or [])]
+    if not policies:
+        return ["no EventPolicy names the Broker: with authentication-oidc on, anything in "
+                "the namespace may post events with a forged Auth Context past the gateway"]
+    problems: list[str] = []
+    admitted: set[tuple[str, str, str]] = set()
+    for policy in policies:
+        named = _named(policy)
+        namespace = policy["metadata"].get("namespace")
+        sources = (policy.get("spec") or {}).get("from") or []
+        if not sources:
+            problems.append(f"{named}: spec.from is empty")
+        for index, source in enumerate(sources):
+            ref = source.get("ref")
+            if ref is None:
+                problems.append(f"{named}: spec.from[{index}] admits the subject "
+                                f"{source.get('sub')!r}: name our senders by ref, so that "
+                                "only their own OIDC identities are admitted")
+                continue
+            if ref.get("namespace") != namespace:
+                # Knative builds the admitted subject from the ref's namespace as written.
+                problems.append(f"{named}: spec.from[{index}].ref.namespace must be "
+                                f"{namespace!r}")
+            admitted.add((_group(str(ref.get("apiVersion", ""))), str(ref.get("kind")),
+                          str(ref.get("name"))))
+    senders = _broker_senders(docs)
+    problems += [f"{kind} {name}: sends to the Broker, but no EventPolicy admits it"
+                 for _, kind, name in sorted(senders - admitted)]
+    problems += [f"EventPolicy admits {kind} {name}, which does not send to the Broker here"
+                 for _, kind, name in sorted(admitted - senders)]
+    return problems
+
+
 def _comparable(trigger: Trigger) -> Trigger:
     return replace(trigger, file=Path())
 
@@ -180,6 +237,7 @@ def check(overlay: Path, base: Path, services: Iterable[str]) -> list[str]:
     problems += _subjects(built, services)
     problems += _delivery_problems(built, docs)
     problems += same_triggers(built, local)
+    problems += event_policy_problems(docs)
     # The namespace comes from the base's kustomization: the overlays keep it.
     problems += [f"{_named(d)}: in namespace {d['metadata'].get('namespace')!r}, not eventworks"
                  for d in docs if d.get("kind") != "Namespace"

@@ -8,7 +8,9 @@ the scaffolding's
 `from function import new; serve(new)` under func-python with the function's func.yaml
 environment. The function must answer liveness, and a CloudEvent of a type nobody handles
 with 400 problem+json: the real decode path of eventing/edge.py, reached through
-func-python, from the installed package.
+func-python, from the installed package. The gateway (an HTTP function) must refuse that
+event at `/events` with 401 problem+json (no bearer token) and serve the signing page it
+carries (`Project.probe`, `refusals`, `pages`).
 
 Secret values are stand-ins (`SAMPLE_SECRETS`, by key); stores are unreachable loopback
 addresses, which a function must survive at start (DESIGN §3: nothing connects before
@@ -33,11 +35,13 @@ import httpx
 from uv import find_uv_bin
 
 from deploy import project
+from deploy.stage import Project
 
 # Stand-ins for Secret values by key; anything else gets DEFAULT_SAMPLE.
 SAMPLE_SECRETS: Mapping[str, str] = {
     "url": "postgresql://deploy-check@127.0.0.1:9/eventworks",  # port 9: nothing listens
     "key": base64.b64encode(bytes(32)).decode(),
+    "jwt-secret": "deploy-check-" + "0" * 32,  # HS256 wants 32 bytes at least (RFC 7518)
 }
 DEFAULT_SAMPLE = "deploy-check"
 PROBE_TYPE = "dev.eventworks.deploy.check"
@@ -95,7 +99,7 @@ def _install(staged: Path, venv: Path, log: Path) -> str | None:
     return None if done.returncode == 0 else f"installing {staged.name} failed (see {log})"
 
 
-def _probe(url: str, server: subprocess.Popen[bytes], log: Path) -> list[str]:
+def _probe(url: str, server: subprocess.Popen[bytes], log: Path, what: Project) -> list[str]:
     deadline = time.monotonic() + START_SECONDS
     while True:
         if server.poll() is not None:
@@ -108,19 +112,26 @@ def _probe(url: str, server: subprocess.Popen[bytes], log: Path) -> list[str]:
         if time.monotonic() > deadline:
             return [f"no liveness within {START_SECONDS:.0f} s (see {log})"]
         time.sleep(0.2)
-    answer = httpx.post(url, content=b"{}", timeout=10.0, headers={
+    answer = httpx.post(f"{url}{what.probe}", content=b"{}", timeout=10.0, headers={
         "ce-specversion": "1.0", "ce-id": "deploy-check-1", "ce-source": "/eventworks/deploy",
         "ce-type": PROBE_TYPE, "content-type": "application/json"})
     problems = []
-    # 400 unknown-event-type; 501 from a function whose capability is not built yet.
-    if answer.status_code not in (400, 501):
-        problems.append(f"a {PROBE_TYPE} event got {answer.status_code}, not 400")
+    # 400 unknown-event-type; 501 from a function whose capability is not built yet; the
+    # gateway's 401 (no bearer token).
+    if answer.status_code not in what.refusals:
+        expected = " or ".join(map(str, sorted(what.refusals)))
+        problems.append(f"a {PROBE_TYPE} event to {what.probe} got {answer.status_code}, "
+                        f"not {expected}")
     if not answer.headers.get("content-type", "").startswith("application/problem+json"):
         problems.append("the refusal is not application/problem+json")
+    for page in what.pages:
+        read = httpx.get(f"{url}{page}", timeout=10.0)
+        if read.status_code != 200 or not read.content:
+            problems.append(f"GET {page} got {read.status_code}, not 200 with a body")
     return problems
 
 
-def smoke(staged: Path, invoke: str, env: Mapping[str, str], work: Path) -> Result:
+def smoke(staged: Path, what: Project, env: Mapping[str, str], work: Path) -> Result:
     started = time.monotonic()
     name = staged.name
     log = work / f"{name}.log"
@@ -134,14 +145,14 @@ def smoke(staged: Path, invoke: str, env: Mapping[str, str], work: Path) -> Resu
     keep = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
     with log.open("ab") as out:
         server = subprocess.Popen(
-            [str(venv / "bin" / "python"), "-c", SERVE.format(invoke=invoke)], cwd=run_in,
+            [str(venv / "bin" / "python"), "-c", SERVE.format(invoke=what.invoke)], cwd=run_in,
             stdout=out, stderr=subprocess.STDOUT,
             # K_SINK as a SinkBinding injects it: a function with an outbox then starts
             # its relay, so what the relay imports must be in the function's own pins.
             env={**keep, **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
                  "K_SINK": "http://127.0.0.1:9/", "PYTHONUNBUFFERED": "1"})
         try:
-            problems = _probe(f"http://127.0.0.1:{port}", server, log)
+            problems = _probe(f"http://127.0.0.1:{port}", server, log, what)
         finally:
             server.terminate()
             try:
@@ -152,9 +163,10 @@ def smoke(staged: Path, invoke: str, env: Mapping[str, str], work: Path) -> Resu
     return Result(name, tuple(problems), time.monotonic() - started)
 
 
-def smoke_all(staged: Mapping[str, tuple[Path, str]], envs: Mapping[str, Mapping[str, str]],
-              work: Path, parallel: int = 2) -> list[Result]:
-    """`staged`: name -> (staged folder, middleware); `envs`: name -> environment."""
+def smoke_all(staged: Mapping[str, tuple[Path, Project]],
+              envs: Mapping[str, Mapping[str, str]], work: Path,
+              parallel: int = 2) -> list[Result]:
+    """`staged`: name -> (staged folder, project); `envs`: name -> environment."""
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         return list(pool.map(lambda name: smoke(staged[name][0], staged[name][1], envs[name],
                                                 work), staged))

@@ -146,6 +146,18 @@ class Verifier:
         """Whether `verify` may do I/O (a JWKS URL): then it runs off the event loop."""
         return self._client is not None
 
+    async def context(self, authorization: str | None) -> Mapping[str, str]:
+        """The Auth Context a trusted edge writes for a request with this Authorization
+        header: its bearer token's identity, or unauthenticated without a token; a token
+        that does not verify (or one this edge cannot verify) is Unauthorized."""
+        token = bearer(authorization)
+        if token is None:
+            return UNAUTHENTICATED_CONTEXT
+        if not self.configured:
+            raise Unauthorized("this edge verifies no bearer tokens (no JWT_SECRET, "
+                               "JWT_JWKS_FILE or JWT_JWKS_URL)", field="header authorization")
+        return (await self.verified(token)).context()
+
     async def verified(self, token: str) -> Identity:
         if self.blocks:
             return await asyncio.to_thread(self.verify, token)

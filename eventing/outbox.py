@@ -28,6 +28,7 @@ from psycopg import AsyncConnection
 from psycopg.types.json import Json
 from pydantic import BaseModel
 
+from eventing import oidc
 from eventing.database import Database
 
 log = logging.getLogger(__name__)
@@ -173,6 +174,8 @@ class Relay:
 
     async def _post(self, row: Pending) -> None:
         headers, body = row.http()
+        # The SinkBinding's OIDC identity, which the Broker's EventPolicy admits.
+        headers.update(oidc.authorization())
         response = await self._http.post(self._sink, headers=headers, content=body)
         if not 200 <= response.status_code < 300:
             raise SinkRefused(f"{self._sink} answered {response.status_code}")

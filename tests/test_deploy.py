@@ -353,3 +353,119 @@ def test_given_settings_when_the_batch_reader_function_starts_then_it_is_ready_a
     finally:
         function.stop()
     assert function.ready() == (False, "starting")  # stopped: the reader is closed
+
+
+# -- the public edge: the gateway and who may post to the Broker --------------------------
+
+def _policy_from(overlay_docs: list[dict[str, object]]) -> list[object]:
+    [policy] = [d for d in overlay_docs if d["kind"] == "EventPolicy"]
+    return policy["spec"]["from"]  # type: ignore[index, no-any-return]
+
+
+def test_given_the_base_when_built_then_an_event_policy_admits_exactly_the_brokers_senders():
+    docs = overlays.build(ROOT / "knative" / "overlays" / "dev")
+
+    admitted = {(f["ref"]["kind"], f["ref"]["name"]) for f in _policy_from(docs)}  # type: ignore[index]
+
+    assert ("SinkBinding", "gateway") in admitted
+    assert admitted == {(kind, name) for _, kind, name in overlays._broker_senders(docs)}
+    assert overlays.event_policy_problems(docs) == []
+
+
+def test_given_no_event_policy_when_checked_then_the_unguarded_broker_is_named(tmp_path):
+    overlay = _overlay(tmp_path, [{"patch": yaml.safe_dump({
+        "$patch": "delete", "apiVersion": "eventing.knative.dev/v1alpha1",
+        "kind": "EventPolicy", "metadata": {"name": "broker-senders"}})}])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert any("no EventPolicy names the Broker" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("anyone", [{"sub": "system:serviceaccount:eventworks:*"},
+                                    {"sub": "system:serviceaccount:eventworks:default"}])
+def test_given_an_event_policy_that_admits_a_subject_when_checked_then_it_is_refused(
+        tmp_path, anyone):
+    overlay = _overlay(tmp_path, [_patch("EventPolicy", "broker-senders", "add", "/spec/from/-",
+                                         anyone)])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert any(f"admits the subject {anyone['sub']!r}" in p for p in problems), problems
+
+
+def test_given_a_sender_the_event_policy_leaves_out_when_checked_then_it_is_named(tmp_path):
+    overlay = _overlay(tmp_path, [_patch("EventPolicy", "broker-senders", "remove",
+                                         "/spec/from/0", None)])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert "dev: SinkBinding gateway: sends to the Broker, but no EventPolicy admits it" \
+        in [p.replace(f"{overlay.name}: ", "dev: ", 1) for p in problems]
+
+
+def test_given_an_event_policy_schema_violation_when_checked_then_knatives_crd_names_it(
+        tmp_path):
+    overlay = _overlay(tmp_path, [_patch("EventPolicy", "broker-senders", "add",
+                                         "/spec/allowEveryone", True)])
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+
+    assert any("EventPolicy broker-senders: spec" in p and "allowEveryone" in p
+               for p in problems), problems
+
+
+def test_given_the_github_source_component_when_an_overlay_opts_in_then_it_checks_and_is_admitted(
+        tmp_path):
+    shutil.copytree(ROOT / "knative" / "components", tmp_path / "components")
+    overlay = _overlay(tmp_path, [])
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    kustomization["components"] = ["../components/github-source"]
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+
+    problems = overlays.check(overlay, BASE, DEPLOYABLES)
+    docs = overlays.build(overlay)
+
+    assert problems == []
+    assert [d["metadata"]["name"] for d in docs if d["kind"] == "GitHubSource"] == ["github"]
+    assert {"kind": "GitHubSource", "name": "github"}.items() <= \
+        _policy_from(docs)[-1]["ref"].items()  # type: ignore[index]
+
+
+def test_given_the_gateway_when_staged_then_an_http_function_carrying_the_page_and_the_edge(
+        tmp_path):
+    gateway = next(p for p in stage.projects(ROOT) if p.name == "gateway")
+
+    staged = stage.stage(ROOT, gateway, tmp_path)
+
+    assert gateway.invoke == "http"
+    assert (staged / "function" / "page" / "index.html").read_bytes() == \
+        (ROOT / "signing-page" / "index.html").read_bytes()
+    assert (staged / "broker" / "gateway.py").is_file()
+    assert (staged / "eventing" / "auth.py").is_file()
+    assert not (staged / "tests").exists()
+    assert project.read(staged / "func.yaml")["invoke"] == "http"
+
+
+def test_given_the_gateway_func_yaml_when_checked_then_no_problem_and_no_cluster_local_label():
+    built = overlays.build(ROOT / "knative" / "overlays" / "dev")
+    func_yaml = ROOT / "gateway" / "func.yaml"
+
+    problems = project.check(ROOT, "gateway", func_yaml, project.secret_templates(SECRETS),
+                             overlays.configmaps(built))
+
+    assert problems == []
+    labels = project.read(func_yaml)["deploy"].get("labels") or []
+    assert {"key": "networking.knative.dev/visibility", "value": "cluster-local"} not in labels
+
+
+def test_given_the_staged_gateway_when_installed_fresh_and_served_then_it_refuses_tokenless_events_and_serves_the_page(  # noqa: E501
+        tmp_path):
+    gateway = next(p for p in stage.projects(ROOT) if p.name == "gateway")
+    staged = stage.stage(ROOT, gateway, tmp_path / "staged")
+    built = overlays.build(ROOT / "knative" / "overlays" / "dev")
+    data = {d["metadata"]["name"]: d.get("data") or {} for d in built if d["kind"] == "ConfigMap"}
+
+    result = smoke.smoke(staged, gateway, smoke.environment(staged / "func.yaml", data), tmp_path)
+
+    assert result.problems == ()

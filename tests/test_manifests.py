@@ -144,16 +144,15 @@ def test_given_the_base_when_loaded_then_the_batch_reader_is_pinged_every_minute
                                     describe="Service batch-reader")
 
 
-def test_given_the_base_when_loaded_then_github_events_flow_into_the_broker(
+def test_given_the_base_when_loaded_then_github_webhooks_come_through_the_gateway(
         base: Wiring) -> None:
-    [github] = base.github_sources
+    # GitHubSource (SHA-1) is an optional component; the base's receiver is the gateway's
+    # SHA-256 POST /github, whose SinkBinding binds it to the Broker.
+    [gateway] = [b for b in base.sink_bindings if b.name == "gateway"]
 
-    assert github.name == "github"
-    assert github.sink == Destination(broker="default", describe="Broker default")
-    assert github.event_types == ("issue_comment", "issues", "pull_request")
-    assert github.owner_and_repository == "eventworks/bounties"
-    assert github.access_token == SecretKeyRef("github-secret", "accessToken")
-    assert github.secret_token == SecretKeyRef("github-secret", "secretToken")
+    assert base.github_sources == ()
+    assert (gateway.subject.kind, gateway.subject.name) == ("Service", "gateway")
+    assert gateway.sink == Destination(broker="default", describe="Broker default")
 
 
 # -- delivery: Trigger over Broker, as Knative's Kafka broker merges them -----------------------

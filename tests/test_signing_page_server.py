@@ -1,4 +1,5 @@
-"""The signing page's server in-process (stack/signing_page.py through ASGI), forwarding
+"""The signing page's server in-process (the gateway of broker/gateway.py that
+stack/signing_page.py serves, with no token settings), forwarding
 to the running stack's real broker: it forwards only what the page makes, and serves
 only the page's own files."""
 
@@ -15,8 +16,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
+from broker.gateway import SOURCE, Gateway
 from stack import services
-from stack.signing_page import SOURCE, SigningPage
 from tests.tansu import only, stored
 
 pytestmark = pytest.mark.stack
@@ -36,11 +37,11 @@ def identity_link(**changes: Any) -> dict[str, Any]:
 
 
 async def client_for(broker_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    app = SigningPage(ROOT / "signing-page", broker_url)
+    app = Gateway(broker_url, ROOT / "signing-page")
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
                                  base_url="http://page.test") as client:
         yield client
-    await app.client.aclose()
+    await app.close()
 
 
 @pytest.fixture
