@@ -150,3 +150,17 @@ def pledge_typed_data(*, bounty_id: str, repository: str, issue_number: int,
                     "issueNumber": issue_number, "denomination": denomination,
                     "amountBaseUnits": amount_base_units},
     }
+
+
+def identity_link(**changes: Any) -> dict[str, Any]:
+    """The signing page's `identity.link` as it posts it (structured mode), signed by a
+    test key; `changes` replace or add top-level members."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    message = f"a message {uuid.uuid4()}"
+    signed = Account.from_key("0x" + "4e" * 32).sign_message(encode_defunct(text=message))
+    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/eventworks/signing-page",
+            "type": "dev.eventworks.identity.link", "datacontenttype": "application/json",
+            "data": {"message": message, "signature": "0x" + bytes(signed.signature).hex()},
+            **changes}

@@ -17,15 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from cloudevents.core.v1.event import CloudEvent
-from eth_account import Account
-from eth_account.messages import encode_defunct
 from func_python.http import ASGIApplication
 
 from broker import admission, webhook
 from broker.gateway import SOURCE
 from eventing import auth, oidc
 from stack import services
-from tests.factory import DATA
+from tests.factory import DATA, identity_link
 from tests.subscriber import Answer, Subscriber
 from tests.tansu import only
 from tests.test_functions_layout import pins
@@ -59,15 +57,6 @@ def command(**changes: Any) -> dict[str, Any]:
     return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": "/clients/cli",
             "type": TASK_CREATE, "datacontenttype": "application/json",
             "data": {"list_id": "l-1", "title": "write the docs"}, **changes}
-
-
-def identity_link(**changes: Any) -> dict[str, Any]:
-    message = f"a message {uuid.uuid4()}"
-    signed = Account.from_key("0x" + "4e" * 32).sign_message(encode_defunct(text=message))
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": SOURCE,
-            "type": "dev.eventworks.identity.link", "datacontenttype": "application/json",
-            "data": {"message": message, "signature": "0x" + bytes(signed.signature).hex()},
-            **changes}
 
 
 def bearer(user: str = "alice", role: auth.Role = "user") -> dict[str, str]:

@@ -6,18 +6,15 @@ only the page's own files."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from eth_account import Account
-from eth_account.messages import encode_defunct
 
 from broker.gateway import SOURCE, Gateway
 from stack import services
+from tests.factory import identity_link
 from tests.tansu import only, stored
 
 pytestmark = pytest.mark.stack
@@ -25,15 +22,6 @@ pytestmark = pytest.mark.stack
 ROOT = Path(__file__).resolve().parent.parent
 TOPIC = f"knative-broker-{services.BROKER_NAMESPACE}-{services.BROKER_NAME}"
 STRUCTURED = {"content-type": "application/cloudevents+json"}
-
-
-def identity_link(**changes: Any) -> dict[str, Any]:
-    message = f"a message {uuid.uuid4()}"
-    signed = Account.from_key("0x" + "4e" * 32).sign_message(encode_defunct(text=message))
-    return {"specversion": "1.0", "id": str(uuid.uuid4()), "source": SOURCE,
-            "type": "dev.eventworks.identity.link", "datacontenttype": "application/json",
-            "data": {"message": message, "signature": "0x" + bytes(signed.signature).hex()},
-            **changes}
 
 
 async def client_for(broker_url: str) -> AsyncIterator[httpx.AsyncClient]:
