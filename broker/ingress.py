@@ -26,6 +26,10 @@ Two deliberate differences from a plain re-encoding of the SDK's event:
   `authtype=app_user`, `authid=<sub>`, `authrole=<role>`, one without a token with
   `authtype=unauthenticated`; a token that does not verify is a 401, nothing stored.
   Webhooks (`/github`) are authenticated by their HMAC, as GitHub's: no Auth Context.
+
+What is admitted, and in which form, is broker/admission.py's: the same rules the
+gateway (broker/gateway.py), a cluster's public edge, applies before it posts to the
+Knative Broker.
 """
 
 from __future__ import annotations
