@@ -61,8 +61,9 @@ class Books:
         unbalanced journals, and the sum of the whole ledger."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             each = [conn.execute(
-                "SELECT coalesce((SELECT balance FROM accounting.account_balances WHERE kind = 'user'"
-                "                  AND holder = %(h)s AND denomination = %(d)s), 0),"
+                "SELECT coalesce((SELECT balance FROM accounting.account_balances"
+                "                  WHERE kind = 'user' AND holder = %(h)s"
+                "                    AND denomination = %(d)s), 0),"
                 "       (SELECT coalesce(sum(p.amount), 0) FROM accounting.postings p"
                 "          JOIN accounting.accounts a USING (account_id)"
                 "         WHERE a.kind = 'user' AND a.holder = %(h)s"

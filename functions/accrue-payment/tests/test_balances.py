@@ -76,7 +76,7 @@ async def test_given_a_booking_that_holds_the_accounts_when_a_fact_for_them_arri
     assert books.accounts_agree_with_postings()
 
 
-def test_given_concurrent_facts_delivered_twice_through_the_stack_then_the_shards_sum_to_the_books(  # noqa: E501
+def test_given_concurrent_facts_delivered_twice_through_the_stack_then_the_shards_sum_to_the_books(
         stack_env, books, facts):
     denomination = facts.denomination()
     users = [facts.user() for _ in range(3)]
