@@ -2,7 +2,7 @@
 function (cold start, sequential throughput), delivery through the broker against
 posting directly (latency, sustained events/s), and the signing pipeline end to end
 against a bare signing loop, with lease-key under contention, and accrue-payment's ledger
-against a bare insert loop of as many round trips; prints tables, writes bench/results/."""
+against a bare insert loop of the same rows; prints tables, writes bench/results/."""
 
 from __future__ import annotations
 

@@ -11,8 +11,9 @@ decode (the edge) → decide (pure, function.decide) → act (one transaction in
   the tick: a payout journal per positive balance, and `accounting.payout.due` for each
   (many events: through the outbox, not the reply); 202.
 
-The database enforces what must always hold (migration 0009): every journal balances,
-entries are append-only, balances follow postings.
+The database enforces what must always hold (migrations 0009, 0011): every journal
+balances, entries are append-only, balances follow postings (kept in shards, so that the
+company's account is no row every booking waits for).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from psycopg import AsyncConnection
+from psycopg.errors import InvalidParameterValue
 from pydantic import Field
 
 from eventing.auth import AuthSettings
@@ -182,80 +184,38 @@ def _iso(day: date | None) -> str:
 
 
 # -- the ledger's statements ---------------------------------------------------------------
-async def accounts_of(tx: AsyncConnection, wanted: Sequence[tuple[str, str]], denomination: str,
-                      decimals: int) -> dict[tuple[str, str], int]:
-    """(kind, holder) → account id, opening the accounts that do not exist yet. An account
-    keeps the decimals it was opened with: a fact that disagrees is invalid."""
-    found: dict[tuple[str, str], int] = {}
-    for _ in range(2):  # a concurrent opening is seen by the second statement's snapshot
-        cur = await tx.execute(
-            "WITH wanted (kind, holder) AS (SELECT * FROM unnest(%(kinds)s::text[],"
-            "                                                   %(holders)s::text[])),"
-            "     added AS (INSERT INTO accounts (kind, holder, denomination, decimals)"
-            "               SELECT kind, holder, %(denomination)s, %(decimals)s FROM wanted"
-            "               ON CONFLICT (kind, holder, denomination) DO NOTHING"
-            "               RETURNING kind, holder, account_id, decimals)"
-            " SELECT kind, holder, account_id, decimals FROM added"
-            " UNION ALL"
-            " SELECT a.kind, a.holder, a.account_id, a.decimals"
-            "   FROM accounts a JOIN wanted w USING (kind, holder)"
-            "  WHERE a.denomination = %(denomination)s",
-            {"kinds": [k for k, _ in wanted], "holders": [h for _, h in wanted],
-             "denomination": denomination, "decimals": decimals})
-        for kind, holder, account_id, known_decimals in await cur.fetchall():
-            if known_decimals != decimals:
-                raise InvalidEvent(f"{denomination} has {known_decimals} decimals in the "
-                                   f"ledger, not {decimals}", field="data.decimals")
-            found[(kind, holder)] = account_id
-        if len(found) == len(set(wanted)):
-            return found
-    raise RuntimeError(f"accounts {wanted} neither opened nor found")  # pragma: no cover
+BOOK = ("SELECT accounting.book(%s::uuid[], %s::text[], %s::text[], %s::text[], %s::integer[],"
+        " %s::date[], %s::text[], %s::smallint[], %s::numeric[], %s, %s, %s)")
 
 
 async def book(tx: AsyncConnection, entries: Sequence[Entry], envelope: Envelope) -> int:
-    """Write each entry as a journal with two lines, the user's and the company's. An entry
-    the ledger already has (the same assignment, reward or payout, under another event id)
-    is skipped. Every user line is written before any company line, in account order, so
-    that concurrent transactions lock accounts in one order (no deadlock)."""
-    journals: list[tuple[uuid.UUID, Entry]] = []
-    for entry in entries:
-        journal_id = uuid.uuid4()
-        cur = await tx.execute(
-            "INSERT INTO journals (journal_id, kind, holder, ref, task_version, day,"
-            "                      event_source, event_id)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (journal_id, entry.kind, entry.user, entry.ref, entry.task_version, entry.day,
-             envelope.source, envelope.id))
-        if cur.rowcount == 1:
-            journals.append((journal_id, entry))
-    if not journals:
+    """Write each entry as a journal with two lines, the user's and the company's, in one
+    statement (`accounting.book`, migration 0011: it opens the accounts that do not exist
+    yet). An entry the ledger already has (the same assignment, reward or payout, under
+    another event id) is skipped. An account keeps the decimals it was opened with: a fact
+    that disagrees is invalid. Returns how many entries were booked."""
+    if not entries:
         return 0
-    by_denomination: dict[tuple[str, int], list[str]] = {}
-    for _, entry in journals:
-        by_denomination.setdefault((entry.denomination, entry.decimals), []).append(entry.user)
-    ids: dict[tuple[str, str, str], int] = {}
-    for (denomination, decimals), users in sorted(by_denomination.items()):
-        wanted = [("user", u) for u in sorted(set(users))] + [("company", COMPANY)]
-        for (kind, holder), account_id in (
-                await accounts_of(tx, wanted, denomination, decimals)).items():
-            ids[(kind, holder, denomination)] = account_id
-    users_first = sorted(
-        ((ids[("user", e.user, e.denomination)], j, 1, e.amount) for j, e in journals),
-        key=lambda line: line[0])
-    company_last = sorted(
-        ((ids[("company", COMPANY, e.denomination)], j, 2, -e.amount) for j, e in journals),
-        key=lambda line: line[0])
-    async with tx.cursor() as cur:
-        await cur.executemany(
-            "INSERT INTO postings (journal_id, line, account_id, amount) VALUES (%s, %s, %s, %s)",
-            [(j, line, account_id, amount) for account_id, j, line, amount
-             in users_first + company_last])
-    return len(journals)
+    try:
+        cur = await tx.execute(BOOK, (
+            [uuid.uuid4() for _ in entries], [e.kind for e in entries],
+            [e.user for e in entries], [e.ref for e in entries],
+            [e.task_version for e in entries], [e.day for e in entries],
+            [e.denomination for e in entries], [e.decimals for e in entries],
+            [e.amount for e in entries], envelope.source, envelope.id, COMPANY))
+    except InvalidParameterValue as exc:
+        if exc.diag.column_name != "decimals":
+            raise
+        raise InvalidEvent(exc.diag.message_primary or "decimals disagree with the ledger",
+                           field="data.decimals") from None
+    row = await cur.fetchone()
+    assert row is not None  # a function call answers one row
+    return len(row[0])
 
 
 async def positive_balances(tx: AsyncConnection) -> list[Account]:
     cur = await tx.execute(
-        "SELECT holder, denomination, decimals, balance FROM accounts"
+        "SELECT holder, denomination, decimals, balance FROM account_balances"
         " WHERE kind = 'user' AND balance > 0 ORDER BY account_id")
     return [Account(user, denomination, decimals, balance)
             for user, denomination, decimals, balance in await cur.fetchall()]
@@ -264,7 +224,7 @@ async def positive_balances(tx: AsyncConnection) -> list[Account]:
 async def balance_of(tx: AsyncConnection, user: str, denomination: str, recent: int) -> Balance:
     """The user's balance and latest entries, newest first; no account yet: zero, none."""
     cur = await tx.execute(
-        "SELECT account_id, balance FROM accounts"
+        "SELECT account_id, balance FROM account_balances"
         " WHERE kind = 'user' AND holder = %s AND denomination = %s", (user, denomination))
     row = await cur.fetchone()
     if row is None:

@@ -35,7 +35,7 @@ class Books:
             return conn.execute(query, params).fetchall()
 
     def balance(self, holder: str, denomination: str = "USDC") -> Decimal | None:
-        rows = self._rows("SELECT balance FROM accounting.accounts WHERE kind = 'user'"
+        rows = self._rows("SELECT balance FROM accounting.account_balances WHERE kind = 'user'"
                           " AND holder = %s AND denomination = %s", holder, denomination)
         return rows[0][0] if rows else None
 
@@ -61,8 +61,9 @@ class Books:
         unbalanced journals, and the sum of the whole ledger."""
         with psycopg.connect(self.url, autocommit=True) as conn:
             each = [conn.execute(
-                "SELECT coalesce((SELECT balance FROM accounting.accounts WHERE kind = 'user'"
-                "                  AND holder = %(h)s AND denomination = %(d)s), 0),"
+                "SELECT coalesce((SELECT balance FROM accounting.account_balances"
+                "                  WHERE kind = 'user' AND holder = %(h)s"
+                "                    AND denomination = %(d)s), 0),"
                 "       (SELECT coalesce(sum(p.amount), 0) FROM accounting.postings p"
                 "          JOIN accounting.accounts a USING (account_id)"
                 "         WHERE a.kind = 'user' AND a.holder = %(h)s"
@@ -76,6 +77,18 @@ class Books:
         return ([(Decimal(r[0]), Decimal(r[1])) for r in each if r is not None], int(row[0]),
                 Decimal(row[1]))
 
+    def company_balance(self, denomination: str) -> Decimal | None:
+        rows = self._rows("SELECT balance FROM accounting.account_balances"
+                          " WHERE kind = 'company' AND denomination = %s", denomination)
+        return rows[0][0] if rows else None
+
+    def shards(self, kind: str, holder: str, denomination: str) -> int:
+        """How many balance rows (migration 0011) the account's balance is the sum of."""
+        return int(self._rows("SELECT count(*) FROM accounting.balances b"
+                              " JOIN accounting.accounts a USING (account_id)"
+                              " WHERE a.kind = %s AND a.holder = %s AND a.denomination = %s",
+                              kind, holder, denomination)[0][0])
+
     def payouts_due(self, day: str) -> list[dict[str, Any]]:
         """The payout.due facts the close of `day` wrote to the outbox."""
         return [data for (data,) in self._rows(
@@ -85,7 +98,7 @@ class Books:
 
     def accounts_agree_with_postings(self) -> bool:
         return bool(self._rows(
-            "SELECT bool_and(a.balance = coalesce(s.total, 0)) FROM accounting.accounts a"
+            "SELECT bool_and(a.balance = coalesce(s.total, 0)) FROM accounting.account_balances a"
             " LEFT JOIN (SELECT account_id, sum(amount) AS total FROM accounting.postings"
             "            GROUP BY account_id) s USING (account_id)")[0][0])
 
@@ -120,6 +133,11 @@ class Facts:
     @staticmethod
     def fact(event_type: str, task: dict[str, Any], *, event_id: str | None = None) -> Event:
         return cloudevent(event_type, task, id=event_id, source=TODO, subject=task["task_id"])
+
+    @staticmethod
+    def denomination() -> str:
+        """A denomination no other test has booked in: its company account is new too."""
+        return f"T{uuid.uuid4().hex[:12].upper()}"
 
     @staticmethod
     def user() -> str:

@@ -274,7 +274,9 @@ def test_given_the_functions_role_when_it_changes_entries_or_balances_then_refus
         for statement in ("UPDATE accounting.postings SET amount = amount * 2",
                           "DELETE FROM accounting.journals",
                           "TRUNCATE accounting.postings CASCADE",
-                          "UPDATE accounting.accounts SET balance = 1000000"):
+                          "UPDATE accounting.balances SET balance = 1000000",
+                          "INSERT INTO accounting.balances SELECT account_id, 15, 1000000"
+                          " FROM accounting.accounts LIMIT 1"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
 
