@@ -2,7 +2,8 @@
 
 decode (the edge) → decide (pure, function.decide) → act (one transaction in schema
 `parse_comment` with the event's inbox row; the bot's GitHub comment written inside it,
-function.bot) → answer (at most one reply event).
+function.bot, a first post announced just before on a connection of its own) → answer (at
+most one reply event).
 
 GitHub webhooks: a bounty pattern in a comment, an issue body or a pull request body
 opens, changes or cancels that source's bounty; `/link 0x…` starts identity linking; a
@@ -31,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from eventing.database import Database
 from eventing.denominations import DEFAULT_REGISTRY, Registry, registry_from_json
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import (
@@ -210,25 +212,36 @@ class Function(Edge[ParseCommentSettings]):
     def __init__(self) -> None:
         super().__init__()
         self._bot: Bot | None = None
+        self._journal: Database | None = None
 
     def _start(self, cfg: Mapping[str, str]) -> None:
         super()._start(cfg)
         settings = self.settings
         self._bot = Bot(settings.github_api_url, settings.credentials,
                         timeout=settings.github_timeout_seconds)
+        # Announcements of a post commit before the GitHub call, so not in the delivery's
+        # transaction: a connection of their own, never one the deliveries wait for.
+        assert settings.database_url  # the edge refuses to start a schema without one
+        self._journal = Database(settings.database_url, self.schema, pool_size=1)
+        self._journal.open_soon()
 
     def stop(self) -> None:
-        self._close_bot()
+        bot, self._bot = self._bot, None
+        journal, self._journal = self._journal, None
+        if bot is not None:
+            bot.close_soon()
+        if journal is not None:
+            journal.close_soon()
         super().stop()
 
     async def aclose(self) -> None:
-        self._close_bot()
-        await super().aclose()
-
-    def _close_bot(self) -> None:
         if self._bot is not None:
-            self._bot.close()
+            await self._bot.aclose()
             self._bot = None
+        if self._journal is not None:
+            await self._journal.close()
+            self._journal = None
+        await super().aclose()
 
     @property
     def bot(self) -> Bot:
@@ -533,9 +546,20 @@ class Function(Edge[ParseCommentSettings]):
         known = await store.bot_comment(tx, key)
         if known is not None and known.body == body:
             return
+        # A first post is announced (and committed) before it is made: only an announced
+        # post that was never recorded can exist on GitHub without our knowing its id.
+        unsure = known is None and not await self._announce(key, repository, issue_number)
         comment_id = await self.bot.write(repository, issue_number, key, body,
-                                          known.comment_id if known else None)
+                                          known.comment_id if known else None, unsure=unsure)
         await store.save_bot_comment(tx, key, repository, issue_number, comment_id, body)
+        if known is None:
+            await store.posted(tx, key)
+
+    async def _announce(self, key: str, repository: str, issue_number: int) -> bool:
+        if self._journal is None:
+            raise RuntimeError("the function has not been started")
+        async with self._journal.transaction() as conn:
+            return await store.announce_post(conn, key, repository, issue_number)
 
 
 def _tx(delivery: Delivery[Any]) -> AsyncConnection:
