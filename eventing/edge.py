@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
 from eventing import auth, inbox, logs, wire
-from eventing.database import Database
 from eventing.errors import (
     Conflict,
     EventworksError,
@@ -43,7 +41,11 @@ from eventing.errors import (
 from eventing.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    # Imported when used: only functions with an outbox need its HTTP client (cold start).
+    from psycopg import AsyncConnection
+
+    # Imported when used (cold start): only functions with a schema need psycopg, only
+    # those with an outbox its HTTP client.
+    from eventing.database import Database
     from eventing.outbox import Relay
 
 log = logging.getLogger("eventing.edge")
@@ -209,6 +211,8 @@ class Edge(Generic[S]):
         if self.schema is not None:
             if not settings.database_url:
                 raise SettingsError(f"{self.name} keeps state in PostgreSQL: set DATABASE_URL")
+            from eventing.database import Database
+
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()

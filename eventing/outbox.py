@@ -19,9 +19,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
@@ -29,6 +28,9 @@ from psycopg.types.json import Json
 from pydantic import BaseModel
 
 from eventing.database import Database
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +90,9 @@ class Relay:
                  poll_seconds: float = 5.0, max_backoff: float = 30.0) -> None:
         self._db = database
         self._sink = sink
-        self._http = httpx.AsyncClient(timeout=timeout)
+        # Made at the first post (cold start: httpx is not imported before a fact exists).
+        self._timeout = timeout
+        self._http: httpx.AsyncClient | None = None
         self._poll = poll_seconds
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
@@ -114,7 +118,9 @@ class Relay:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -173,6 +179,10 @@ class Relay:
 
     async def _post(self, row: Pending) -> None:
         headers, body = row.http()
+        if self._http is None:
+            import httpx
+
+            self._http = httpx.AsyncClient(timeout=self._timeout)
         response = await self._http.post(self._sink, headers=headers, content=body)
         if not 200 <= response.status_code < 300:
             raise SinkRefused(f"{self._sink} answered {response.status_code}")
