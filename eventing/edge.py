@@ -120,6 +120,10 @@ Handler = Callable[[Delivery[M]], Awaitable[Reply | None]]
 class Route(Generic[M]):
     model: type[M]
     handler: Handler[M]
+    # True when the handler would answer 202 and do nothing, whatever its store holds (a
+    # pure test of the event): the edge answers so without a transaction or an inbox row
+    # (with no effect there is nothing to deduplicate), so such events cost no I/O.
+    ignores: Callable[[M], bool] | None = None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -335,6 +339,8 @@ class Edge(Generic[S]):
         route = self.route_for(envelope.type)
         raw = event.get_data()
         data = validate(route.model, raw)
+        if route.ignores is not None and route.ignores(data):
+            return 202, None
         if self._db is None:
             reply = await route.handler(Delivery(envelope, data, None))
             answer = self._recorded(reply, envelope)

@@ -96,6 +96,7 @@ from function.decide import (
     decide_funding,
     decide_source,
     references,
+    settled_without_state,
 )
 
 # bounty_id = uuid5(namespace, repository id + source): stable across edits and renames of
@@ -251,9 +252,11 @@ class Function(Edge[ParseCommentSettings]):
 
     def routes(self) -> Mapping[str, Route[Any]]:
         return {
-            GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment),
-            GITHUB_ISSUES: Route(IssuesEvent, self.on_issues),
-            GITHUB_PULL_REQUEST: Route(PullRequestEvent, self.on_pull_request),
+            GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment,
+                                        ignores=self._ignores_comment),
+            GITHUB_ISSUES: Route(IssuesEvent, self.on_issues, ignores=self._ignores_issue),
+            GITHUB_PULL_REQUEST: Route(PullRequestEvent, self.on_pull_request,
+                                       ignores=self._ignores_pull_request),
             BOUNTY_FUNDED: Route(BountyFunded, self.on_funded),
             BOUNTY_REJECTED: Route(BountyRejected, self.on_rejected),
             IDENTITY_CHALLENGED: Route(IdentityChallenged, self.on_challenged),
@@ -265,41 +268,31 @@ class Function(Edge[ParseCommentSettings]):
 
     # -- GitHub: bounty sources ------------------------------------------------------------
     async def on_issue_comment(self, delivery: Delivery[IssueCommentEvent]) -> Reply | None:
-        event = delivery.data
-        comment = event.comment
-        return await self._source(_tx(delivery), Facts(
-            kind="comment", source_id=comment.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=event.issue.number,
-            author=comment.user,
-            source=Source(kind="comment", action=event.action, body=comment.body or "",
-                          author_type=comment.user.type, sender_type=event.sender.type,
-                          author_association=comment.author_association,
-                          updated_at=comment.updated_at)))
+        return await self._source(_tx(delivery), _comment_facts(delivery.data))
 
     async def on_issues(self, delivery: Delivery[IssuesEvent]) -> Reply | None:
-        event = delivery.data
-        issue = event.issue
-        author = issue.user or event.sender
-        return await self._source(_tx(delivery), Facts(
-            kind="issue", source_id=issue.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=issue.number, author=author,
-            source=Source(kind="issue", action=event.action, body=issue.body or "",
-                          author_type=author.type, sender_type=event.sender.type,
-                          author_association=issue.author_association,
-                          updated_at=issue.updated_at)))
+        return await self._source(_tx(delivery), _issue_facts(delivery.data))
 
     async def on_pull_request(self, delivery: Delivery[PullRequestEvent]) -> Reply | None:
         event = delivery.data
-        pr = event.pull_request
         if event.action == "closed":
-            return await self._claims(delivery) if pr.merged else None
-        return await self._source(_tx(delivery), Facts(
-            kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
-            source=Source(kind="pull_request", action=event.action, body=pr.body or "",
-                          author_type=pr.user.type, sender_type=event.sender.type,
-                          author_association=pr.author_association,
-                          updated_at=pr.updated_at)))
+            return await self._claims(delivery) if event.pull_request.merged else None
+        return await self._source(_tx(delivery), _pull_request_facts(event))
+
+    # What the edge may answer with no I/O at all (Route.ignores): most webhooks.
+    def _ignores_comment(self, event: IssueCommentEvent) -> bool:
+        return self._settled(_comment_facts(event))
+
+    def _ignores_issue(self, event: IssuesEvent) -> bool:
+        return self._settled(_issue_facts(event))
+
+    def _ignores_pull_request(self, event: PullRequestEvent) -> bool:
+        if event.action == "closed":
+            return not event.pull_request.merged
+        return self._settled(_pull_request_facts(event))
+
+    def _settled(self, facts: Facts) -> bool:
+        return settled_without_state(facts.source, self.settings.policy) is not None
 
     async def _source(self, tx: AsyncConnection, facts: Facts) -> Reply | None:
         row = await store.load(tx, facts.bounty_id)
@@ -560,6 +553,41 @@ class Function(Edge[ParseCommentSettings]):
             raise RuntimeError("the function has not been started")
         async with self._journal.transaction() as conn:
             return await store.announce_post(conn, key, repository, issue_number)
+
+
+def _comment_facts(event: IssueCommentEvent) -> Facts:
+    comment = event.comment
+    return Facts(
+        kind="comment", source_id=comment.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=event.issue.number,
+        author=comment.user,
+        source=Source(kind="comment", action=event.action, body=comment.body or "",
+                      author_type=comment.user.type, sender_type=event.sender.type,
+                      author_association=comment.author_association,
+                      updated_at=comment.updated_at))
+
+
+def _issue_facts(event: IssuesEvent) -> Facts:
+    issue = event.issue
+    author = issue.user or event.sender
+    return Facts(
+        kind="issue", source_id=issue.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=issue.number, author=author,
+        source=Source(kind="issue", action=event.action, body=issue.body or "",
+                      author_type=author.type, sender_type=event.sender.type,
+                      author_association=issue.author_association,
+                      updated_at=issue.updated_at))
+
+
+def _pull_request_facts(event: PullRequestEvent) -> Facts:
+    pr = event.pull_request
+    return Facts(
+        kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
+        source=Source(kind="pull_request", action=event.action, body=pr.body or "",
+                      author_type=pr.user.type, sender_type=event.sender.type,
+                      author_association=pr.author_association,
+                      updated_at=pr.updated_at))
 
 
 def _tx(delivery: Delivery[Any]) -> AsyncConnection:

@@ -577,13 +577,24 @@ def test_given_no_github_credentials_when_started_then_settings_error(stack_env)
 
 # -- the edge's rules, as for every function ------------------------------------------------
 async def test_given_same_id_with_other_data_when_posted_then_409_conflict(env, gh):
+    first = github("issue_comment", issue_comment("$USDC:100$"))
+    other = github("issue_comment", issue_comment("$USDC:200$"), delivery=first.id)
+    async with served(new(), env) as client:
+        assert (await send(client, first)).status_code == 200
+        response = await send(client, other)
+    assert response.status_code == 409
+    assert response.json()["field"] == "id"
+
+
+async def test_given_same_id_with_other_data_both_needing_no_state_when_posted_then_both_202(
+        env):
+    # Ignored with no I/O (docs/decisions.md, "Cold start"): no inbox row, so nothing for a
+    # reused id to conflict with, and nothing was done that a conflict could undo.
     first = github("issue_comment", issue_comment("no bounty here"))
     other = github("issue_comment", issue_comment("nor here"), delivery=first.id)
     async with served(new(), env) as client:
         assert (await send(client, first)).status_code == 202
-        response = await send(client, other)
-    assert response.status_code == 409
-    assert response.json()["field"] == "id"
+        assert (await send(client, other)).status_code == 202
 
 
 async def test_given_data_missing_comment_when_posted_then_400_naming_the_field(env):
@@ -641,6 +652,18 @@ async def test_given_database_down_when_posted_then_503_with_retry_after(env, un
     response = await post_to(new(), github("issue_comment", issue_comment()), env=down)
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("body", ["no bounty here", "Thanks! $USDC:100$"])
+async def test_given_database_and_github_down_when_an_event_needing_no_state_arrives_then_202(
+        env, unused_port, body):
+    # Neither a bounty nor a command, or a bot's comment: the decision needs no I/O, so the
+    # function answers with no database and no GitHub at all.
+    down = {**env, "DATABASE_URL": f"postgresql://parse_comment@127.0.0.1:{unused_port}/eventworks",
+            "GITHUB_API_URL": f"http://127.0.0.1:{unused_port}"}
+    payload = issue_comment(body, sender_type="Bot" if "$" in body else "User")
+    response = await post_to(new(), github("issue_comment", payload), env=down)
+    assert response.status_code == 202, response.text
 
 
 async def test_given_started_function_when_probed_then_ready_after_database_opens(env):
