@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from eventing.database import Database
 
 if TYPE_CHECKING:
-    import httpx
+    from eventing.http import httpx
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Relay:
     async def _post(self, row: Pending) -> None:
         headers, body = row.http()
         if self._http is None:
-            import httpx
+            from eventing.http import httpx
 
             self._http = httpx.AsyncClient(timeout=self._timeout)
         response = await self._http.post(self._sink, headers=headers, content=body)

@@ -24,10 +24,11 @@ FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "func.
 # function; httpx is imported at the first call that needs it (the outbox relay's first
 # fact, parse-comment's first GitHub call); PyJWT and cryptography only by an edge that
 # verifies bearer tokens or a GitHub App minting its first installation token; cffi's
-# parser (pycparser) never: pycryptodome runs on its ctypes backend.
+# parser (pycparser) never: pycryptodome runs on its ctypes backend; httpx's command-line
+# client (click, pygments, rich) never: eventing/http.py.
 EVERYWHERE = frozenset({
     "github", "requests", "urllib3", "nacl", "charset_normalizer", "jwt", "cryptography",
-    "pycparser", "cffi",
+    "pycparser", "cffi", "click", "pygments", "rich",
 })
 # What each function needs for no event at all until one asks for it.
 DEFERRED: dict[str, frozenset[str]] = {

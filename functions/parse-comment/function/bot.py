@@ -35,7 +35,7 @@ from eventing.errors import Unavailable
 from function.render import marker, with_marker
 
 if TYPE_CHECKING:
-    import httpx
+    from eventing.http import httpx
 
 log = logging.getLogger("parse-comment.bot")
 
@@ -89,7 +89,7 @@ class Bot:
                     comment_id: int | None, *, unsure: bool) -> int:
         """Make the bot's comment `key` on the issue say `body`; its id. `unsure`: an
         earlier try may have posted it (search for its marker before posting)."""
-        import httpx
+        from eventing.http import httpx
 
         try:
             return await self._write(repository, issue_number, key, body, comment_id,
@@ -148,7 +148,7 @@ class Bot:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            import httpx
+            from eventing.http import httpx
 
             self._http = httpx.AsyncClient(timeout=self._timeout, headers={
                 "accept": "application/vnd.github+json",
