@@ -94,7 +94,8 @@ class Bot:
         try:
             return await self._write(repository, issue_number, key, body, comment_id,
                                      unsure=unsure)
-        except (GitHubFailed, httpx.HTTPError, ValueError) as exc:
+        except (GitHubFailed, httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            # ValueError, KeyError, TypeError: an answer not shaped like GitHub's.
             status = getattr(exc, "status", None)
             log.warning("GitHub call failed", extra={
                 "status": status, "error": type(exc).__name__, "key": key})
