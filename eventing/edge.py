@@ -22,11 +22,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from cloudevents.core.base import BaseCloudEvent
 from cloudevents.core.v1.event import CloudEvent
-from psycopg import AsyncConnection
 from pydantic import BaseModel, ValidationError
 
 from eventing import auth, inbox, logs, wire
-from eventing.database import Database
 from eventing.errors import (
     Conflict,
     EventworksError,
@@ -43,7 +41,11 @@ from eventing.errors import (
 from eventing.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
-    # Imported when used: only functions with an outbox need its HTTP client (cold start).
+    from psycopg import AsyncConnection
+
+    # Imported when used (cold start): only functions with a schema need psycopg, only
+    # those with an outbox its HTTP client.
+    from eventing.database import Database
     from eventing.outbox import Relay
 
 log = logging.getLogger("eventing.edge")
@@ -118,6 +120,10 @@ Handler = Callable[[Delivery[M]], Awaitable[Reply | None]]
 class Route(Generic[M]):
     model: type[M]
     handler: Handler[M]
+    # True when the handler would answer 202 and do nothing, whatever its store holds (a
+    # pure test of the event): the edge answers so without a transaction or an inbox row
+    # (with no effect there is nothing to deduplicate), so such events cost no I/O.
+    ignores: Callable[[M], bool] | None = None
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -209,6 +215,8 @@ class Edge(Generic[S]):
         if self.schema is not None:
             if not settings.database_url:
                 raise SettingsError(f"{self.name} keeps state in PostgreSQL: set DATABASE_URL")
+            from eventing.database import Database
+
             self._db = Database(settings.database_url, self.schema,
                                 pool_size=settings.database_pool_size)
             self._db.open_soon()
@@ -331,6 +339,8 @@ class Edge(Generic[S]):
         route = self.route_for(envelope.type)
         raw = event.get_data()
         data = validate(route.model, raw)
+        if route.ignores is not None and route.ignores(data):
+            return 202, None
         if self._db is None:
             reply = await route.handler(Delivery(envelope, data, None))
             answer = self._recorded(reply, envelope)

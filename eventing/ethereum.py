@@ -44,7 +44,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from coincurve import PrivateKey, PublicKey
-from Crypto.Hash import keccak as _keccak
+
+from eventing.pycryptodome import keccak256
 
 # The order of secp256k1; EIP-2: a valid s is at most N // 2.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -95,7 +96,7 @@ class DecodedTx:
 
 
 def keccak(data: bytes) -> bytes:
-    return _keccak.new(digest_bits=256, data=data).digest()
+    return keccak256(data)
 
 
 # -- RLP (Ethereum yellow paper, appendix B) --------------------------------------------

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
-
-from psycopg import AsyncConnection
-from psycopg.types.json import Json
+from typing import TYPE_CHECKING, Any
 
 from eventing.errors import Conflict
+
+if TYPE_CHECKING:
+    # Only functions with a schema use the inbox: psycopg is theirs to import.
+    from psycopg import AsyncConnection
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ async def claim(conn: AsyncConnection, source: str, event_id: str,
 
 
 async def record(conn: AsyncConnection, source: str, event_id: str, answer: Recorded) -> None:
+    from psycopg.types.json import Json
+
     await conn.execute(
         "UPDATE inbox SET status = %s, reply = %s WHERE source = %s AND id = %s",
         (answer.status, Json(answer.reply) if answer.reply is not None else None,

@@ -30,10 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aetcd
-from Crypto.Cipher import AES
 
 from eventing import ethereum
 from eventing.etcd import first_endpoint
+from eventing.pycryptodome import AES
 
 DEFAULT_PREFIX = "/eventworks/keys/"
 CIPHER = "AES-256-GCM"

@@ -52,6 +52,12 @@ def configure(function: str, level: str = "INFO") -> None:
         )
     )
     handler.addFilter(_EventFields(function))
+    # No line names its caller, thread or process: skip collecting them for every record
+    # (the logging docs' "Optimization"; it was a tenth of an ignored event's cost).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

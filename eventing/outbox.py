@@ -19,9 +19,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 from psycopg import AsyncConnection
@@ -30,6 +29,9 @@ from pydantic import BaseModel
 
 from eventing import oidc
 from eventing.database import Database
+
+if TYPE_CHECKING:
+    from eventing.http import httpx
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,9 @@ class Relay:
                  poll_seconds: float = 5.0, max_backoff: float = 30.0) -> None:
         self._db = database
         self._sink = sink
-        self._http = httpx.AsyncClient(timeout=timeout)
+        # Made at the first post (cold start: httpx is not imported before a fact exists).
+        self._timeout = timeout
+        self._http: httpx.AsyncClient | None = None
         self._poll = poll_seconds
         self._max_backoff = max_backoff
         self._wake = asyncio.Event()
@@ -115,7 +119,9 @@ class Relay:
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
 
     async def _run(self) -> None:
         backoff = 0.1
@@ -176,6 +182,10 @@ class Relay:
         headers, body = row.http()
         # The SinkBinding's OIDC identity, which the Broker's EventPolicy admits.
         headers.update(oidc.authorization())
+        if self._http is None:
+            from eventing.http import httpx
+
+            self._http = httpx.AsyncClient(timeout=self._timeout)
         response = await self._http.post(self._sink, headers=headers, content=body)
         if not 200 <= response.status_code < 300:
             raise SinkRefused(f"{self._sink} answered {response.status_code}")

@@ -44,6 +44,7 @@ import re
 import secrets
 import sys
 import zlib
+from collections import deque
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,8 @@ class GitHubStandIn:
     def __init__(self) -> None:
         self.comments: dict[int, Comment] = {}
         self.installation_tokens: list[dict[str, Any]] = []
+        # (method, path) of the latest API calls, for tests that count GitHub calls.
+        self.calls: deque[tuple[str, str]] = deque(maxlen=10_000)
         self._next_id = 1
 
     # -- ASGI -----------------------------------------------------------------------------
@@ -157,6 +160,7 @@ class GitHubStandIn:
                 return 200, {"deleted": "all"}, {}
         if path == "/_stand-in/installation-tokens" and method == "GET":
             return 200, self.installation_tokens, {}
+        self.calls.append((method, path))
         installation = INSTALLATION_TOKEN.match(path)
         if installation is not None and method == "POST":
             return 201, self._installation_token(request, int(installation["id"])), {}

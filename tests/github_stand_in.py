@@ -1,6 +1,6 @@
 """The GitHub API stand-in (stack/github_api.py) served in-process over real HTTP, for
-tests whose code under test talks to GitHub through PyGithub (a real socket, real
-requests; the stand-in records what it received)."""
+tests whose code under test talks to GitHub (a real socket, real requests; the
+stand-in records what it received)."""
 
 from __future__ import annotations
 

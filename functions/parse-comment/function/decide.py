@@ -136,15 +136,31 @@ OUTSIDER = ("thanks for the offer! Only the repository's owners, members and col
             "can put a bounty on an issue here, so this one was not recorded.")
 
 
-def decide_source(source: Source, stored: Stored | None, policy: Policy) -> SourceDecision:
+def settled_without_state(source: Source, policy: Policy) -> Ignore | None:
+    """Ignore when `decide_source` ignores this version whatever is stored about its source
+    (most webhooks: bots, actions that do not change text, a new comment with neither a
+    bounty nor a command); None when the answer depends on what is stored. The edge then
+    answers without touching the database (func.py)."""
     if "Bot" in (source.author_type, source.sender_type):
         return Ignore("bots are ignored (our own replies among them)")
+    if source.action not in DELETED | CREATED | EDITED:
+        return Ignore(f"{source.kind} {source.action}: not a change of its text")
+    # A new source with no pattern: known already (an edit came first) or not, it is
+    # ignored unless it is a command.
+    if source.action in CREATED and isinstance(read_bounty(source.body, policy), NoPattern) \
+            and (source.kind != "comment" or link_argument(source.body) is None):
+        return Ignore("no bounty pattern and no command")
+    return None
+
+
+def decide_source(source: Source, stored: Stored | None, policy: Policy) -> SourceDecision:
+    settled = settled_without_state(source, policy)
+    if settled is not None:
+        return settled
     if source.action in DELETED:
         return _deleted(stored)
     if stored is not None and stored.deleted:
         return Ignore("the source was deleted")
-    if source.action not in CREATED | EDITED:
-        return Ignore(f"{source.kind} {source.action}: not a change of its text")
     if stored is not None and source.action in CREATED:
         return Ignore("already known: an edit arrived before its creation")
     if (stored is not None and source.updated_at is not None

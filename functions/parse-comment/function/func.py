@@ -2,7 +2,8 @@
 
 decode (the edge) → decide (pure, function.decide) → act (one transaction in schema
 `parse_comment` with the event's inbox row; the bot's GitHub comment written inside it,
-function.bot) → answer (at most one reply event).
+function.bot, a first post announced just before on a connection of its own) → answer (at
+most one reply event).
 
 GitHub webhooks: a bounty pattern in a comment, an issue body or a pull request body
 opens, changes or cancels that source's bounty; `/link 0x…` starts identity linking; a
@@ -31,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from eventing.database import Database
 from eventing.denominations import DEFAULT_REGISTRY, Registry, registry_from_json
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import (
@@ -94,6 +96,7 @@ from function.decide import (
     decide_funding,
     decide_source,
     references,
+    settled_without_state,
 )
 
 # bounty_id = uuid5(namespace, repository id + source): stable across edits and renames of
@@ -210,25 +213,36 @@ class Function(Edge[ParseCommentSettings]):
     def __init__(self) -> None:
         super().__init__()
         self._bot: Bot | None = None
+        self._journal: Database | None = None
 
     def _start(self, cfg: Mapping[str, str]) -> None:
         super()._start(cfg)
         settings = self.settings
         self._bot = Bot(settings.github_api_url, settings.credentials,
                         timeout=settings.github_timeout_seconds)
+        # Announcements of a post commit before the GitHub call, so not in the delivery's
+        # transaction: a connection of their own, never one the deliveries wait for.
+        assert settings.database_url  # the edge refuses to start a schema without one
+        self._journal = Database(settings.database_url, self.schema, pool_size=1)
+        self._journal.open_soon()
 
     def stop(self) -> None:
-        self._close_bot()
+        bot, self._bot = self._bot, None
+        journal, self._journal = self._journal, None
+        if bot is not None:
+            bot.close_soon()
+        if journal is not None:
+            journal.close_soon()
         super().stop()
 
     async def aclose(self) -> None:
-        self._close_bot()
-        await super().aclose()
-
-    def _close_bot(self) -> None:
         if self._bot is not None:
-            self._bot.close()
+            await self._bot.aclose()
             self._bot = None
+        if self._journal is not None:
+            await self._journal.close()
+            self._journal = None
+        await super().aclose()
 
     @property
     def bot(self) -> Bot:
@@ -238,9 +252,11 @@ class Function(Edge[ParseCommentSettings]):
 
     def routes(self) -> Mapping[str, Route[Any]]:
         return {
-            GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment),
-            GITHUB_ISSUES: Route(IssuesEvent, self.on_issues),
-            GITHUB_PULL_REQUEST: Route(PullRequestEvent, self.on_pull_request),
+            GITHUB_ISSUE_COMMENT: Route(IssueCommentEvent, self.on_issue_comment,
+                                        ignores=self._ignores_comment),
+            GITHUB_ISSUES: Route(IssuesEvent, self.on_issues, ignores=self._ignores_issue),
+            GITHUB_PULL_REQUEST: Route(PullRequestEvent, self.on_pull_request,
+                                       ignores=self._ignores_pull_request),
             BOUNTY_FUNDED: Route(BountyFunded, self.on_funded),
             BOUNTY_REJECTED: Route(BountyRejected, self.on_rejected),
             IDENTITY_CHALLENGED: Route(IdentityChallenged, self.on_challenged),
@@ -252,41 +268,31 @@ class Function(Edge[ParseCommentSettings]):
 
     # -- GitHub: bounty sources ------------------------------------------------------------
     async def on_issue_comment(self, delivery: Delivery[IssueCommentEvent]) -> Reply | None:
-        event = delivery.data
-        comment = event.comment
-        return await self._source(_tx(delivery), Facts(
-            kind="comment", source_id=comment.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=event.issue.number,
-            author=comment.user,
-            source=Source(kind="comment", action=event.action, body=comment.body or "",
-                          author_type=comment.user.type, sender_type=event.sender.type,
-                          author_association=comment.author_association,
-                          updated_at=comment.updated_at)))
+        return await self._source(_tx(delivery), _comment_facts(delivery.data))
 
     async def on_issues(self, delivery: Delivery[IssuesEvent]) -> Reply | None:
-        event = delivery.data
-        issue = event.issue
-        author = issue.user or event.sender
-        return await self._source(_tx(delivery), Facts(
-            kind="issue", source_id=issue.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=issue.number, author=author,
-            source=Source(kind="issue", action=event.action, body=issue.body or "",
-                          author_type=author.type, sender_type=event.sender.type,
-                          author_association=issue.author_association,
-                          updated_at=issue.updated_at)))
+        return await self._source(_tx(delivery), _issue_facts(delivery.data))
 
     async def on_pull_request(self, delivery: Delivery[PullRequestEvent]) -> Reply | None:
         event = delivery.data
-        pr = event.pull_request
         if event.action == "closed":
-            return await self._claims(delivery) if pr.merged else None
-        return await self._source(_tx(delivery), Facts(
-            kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
-            repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
-            source=Source(kind="pull_request", action=event.action, body=pr.body or "",
-                          author_type=pr.user.type, sender_type=event.sender.type,
-                          author_association=pr.author_association,
-                          updated_at=pr.updated_at)))
+            return await self._claims(delivery) if event.pull_request.merged else None
+        return await self._source(_tx(delivery), _pull_request_facts(event))
+
+    # What the edge may answer with no I/O at all (Route.ignores): most webhooks.
+    def _ignores_comment(self, event: IssueCommentEvent) -> bool:
+        return self._settled(_comment_facts(event))
+
+    def _ignores_issue(self, event: IssuesEvent) -> bool:
+        return self._settled(_issue_facts(event))
+
+    def _ignores_pull_request(self, event: PullRequestEvent) -> bool:
+        if event.action == "closed":
+            return not event.pull_request.merged
+        return self._settled(_pull_request_facts(event))
+
+    def _settled(self, facts: Facts) -> bool:
+        return settled_without_state(facts.source, self.settings.policy) is not None
 
     async def _source(self, tx: AsyncConnection, facts: Facts) -> Reply | None:
         row = await store.load(tx, facts.bounty_id)
@@ -533,9 +539,55 @@ class Function(Edge[ParseCommentSettings]):
         known = await store.bot_comment(tx, key)
         if known is not None and known.body == body:
             return
+        # A first post is announced (and committed) before it is made: only an announced
+        # post that was never recorded can exist on GitHub without our knowing its id.
+        unsure = known is None and not await self._announce(key, repository, issue_number)
         comment_id = await self.bot.write(repository, issue_number, key, body,
-                                          known.comment_id if known else None)
+                                          known.comment_id if known else None, unsure=unsure)
         await store.save_bot_comment(tx, key, repository, issue_number, comment_id, body)
+        if known is None:
+            await store.posted(tx, key)
+
+    async def _announce(self, key: str, repository: str, issue_number: int) -> bool:
+        if self._journal is None:
+            raise RuntimeError("the function has not been started")
+        async with self._journal.transaction() as conn:
+            return await store.announce_post(conn, key, repository, issue_number)
+
+
+def _comment_facts(event: IssueCommentEvent) -> Facts:
+    comment = event.comment
+    return Facts(
+        kind="comment", source_id=comment.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=event.issue.number,
+        author=comment.user,
+        source=Source(kind="comment", action=event.action, body=comment.body or "",
+                      author_type=comment.user.type, sender_type=event.sender.type,
+                      author_association=comment.author_association,
+                      updated_at=comment.updated_at))
+
+
+def _issue_facts(event: IssuesEvent) -> Facts:
+    issue = event.issue
+    author = issue.user or event.sender
+    return Facts(
+        kind="issue", source_id=issue.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=issue.number, author=author,
+        source=Source(kind="issue", action=event.action, body=issue.body or "",
+                      author_type=author.type, sender_type=event.sender.type,
+                      author_association=issue.author_association,
+                      updated_at=issue.updated_at))
+
+
+def _pull_request_facts(event: PullRequestEvent) -> Facts:
+    pr = event.pull_request
+    return Facts(
+        kind="pull_request", source_id=pr.id, repository_id=event.repository.id,
+        repository=event.repository.full_name, issue_number=pr.number, author=pr.user,
+        source=Source(kind="pull_request", action=event.action, body=pr.body or "",
+                      author_type=pr.user.type, sender_type=event.sender.type,
+                      author_association=pr.author_association,
+                      updated_at=pr.updated_at))
 
 
 def _tx(delivery: Delivery[Any]) -> AsyncConnection:

@@ -131,3 +131,19 @@ async def save_bot_comment(tx: AsyncConnection, key: str, repository: str, issue
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (key) DO UPDATE SET "
         "comment_id = EXCLUDED.comment_id, body = EXCLUDED.body, updated_at = now()",
         (key, repository, issue_number, comment_id, body))
+
+
+async def announce_post(conn: AsyncConnection, key: str, repository: str,
+                        issue_number: int) -> bool:
+    """Note that the bot is about to post `key` (committed by the caller's own transaction,
+    before the GitHub call); False when an earlier try had announced it already, so its
+    post may have happened (function.bot searches before posting again)."""
+    cur = await conn.execute(
+        "INSERT INTO bot_posts (key, repository, issue_number) VALUES (%s, %s, %s) "
+        "ON CONFLICT (key) DO NOTHING RETURNING key", (key, repository, issue_number))
+    return await cur.fetchone() is not None
+
+
+async def posted(tx: AsyncConnection, key: str) -> None:
+    """The post of `key` is recorded (bot_comments) in this transaction: nothing unknown."""
+    await tx.execute("DELETE FROM bot_posts WHERE key = %s", (key,))

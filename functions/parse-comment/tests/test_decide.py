@@ -34,6 +34,7 @@ from function.decide import (
     decide_funding,
     decide_source,
     references,
+    settled_without_state,
 )
 from function.grammar import Amount, Reference
 
@@ -224,3 +225,40 @@ def test_given_funded_unfunded_taken_and_cancelled_bounties_when_claimed_then_ea
                                  Candidacy("d", "cancelled", None),
                                  Candidacy("e", "paid", 7)])
     assert outcomes == (Claim("a"), Unfunded("b"), Taken("c", 3))
+
+
+# -- what needs no state --------------------------------------------------------------------
+STORES = [None, stored(), stored("funded"), stored("claimed"), stored("cancelled"),
+          stored(deleted=True), stored(at=T0 + timedelta(hours=1))]
+
+
+@pytest.mark.parametrize("change", [
+    source(author_type="Bot"), source(sender_type="Bot"),
+    source(action="labeled"), source("no bounty here", action="pinned"),
+    source("no bounty here"), source("no bounty here", kind="issue", action="opened"),
+    source("/link 0xab", kind="issue", action="opened"),
+])
+def test_given_a_change_settled_without_state_when_decided_with_any_store_then_ignored(change):
+    assert isinstance(settled_without_state(change, POLICY), Ignore)
+    assert all(isinstance(decide_source(change, known, POLICY), Ignore) for known in STORES)
+
+
+@pytest.mark.parametrize("change", [
+    source(), source("$FOO:100$"), source(f"/link {ADDRESS}"), source("/link 0xab"),
+    source("no bounty here", action="edited"), source(action="deleted"),
+    source("no bounty here", action="deleted"),
+])
+def test_given_a_change_whose_meaning_depends_on_the_store_when_screened_then_not_settled(
+        change):
+    assert settled_without_state(change, POLICY) is None
+
+
+@given(body=st.text(max_size=80), action=st.sampled_from(["created", "opened", "edited",
+                                                          "deleted", "labeled"]),
+       kind=st.sampled_from(["comment", "issue", "pull_request"]),
+       association=st.sampled_from(["OWNER", "NONE"]), known=st.sampled_from(STORES))
+def test_given_any_change_settled_without_state_when_decided_then_ignored_whatever_is_stored(
+        body, action, kind, association, known):
+    change = source(body, action, kind=kind, association=association)
+    if settled_without_state(change, POLICY) is not None:
+        assert isinstance(decide_source(change, known, POLICY), Ignore)

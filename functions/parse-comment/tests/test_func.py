@@ -1,6 +1,6 @@
 """Tier 2: parse-comment driven in-process through func-python's real decode/encode path,
 with its inbox and bounties in the local stack's PostgreSQL and its GitHub comments going
-over HTTP, through PyGithub, to the GitHub API stand-in served in-process."""
+over HTTP to the GitHub API stand-in served in-process."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import psycopg
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
@@ -490,12 +491,23 @@ async def test_given_github_down_when_posted_then_503_and_nothing_recorded(env, 
     assert len(await gh.comments(repository=repo.full_name)) == 1
 
 
+async def announce(env: dict[str, str], key: str, repository: str, issue_number: int) -> None:
+    """What a try that posted leaves in the database when its transaction rolls back: the
+    announcement of its post (committed before the GitHub call), nothing else."""
+    async with await psycopg.AsyncConnection.connect(env["DATABASE_URL"],
+                                                     autocommit=True) as conn:
+        await conn.execute("INSERT INTO parse_comment.bot_posts (key, repository, issue_number)"
+                           " VALUES (%s, %s, %s)", (key, repository, issue_number))
+
+
 async def test_given_a_comment_posted_by_a_try_that_did_not_commit_when_retried_then_edited_not_posted_again(  # noqa: E501
         env, gh):
     repo = Repo()
     payload = repo.payload("issue_comment.created.bounty.json")
     the_id = bounty_id(repo.id, payload["comment"]["id"])
-    # What a first try left behind: its comment on GitHub, its transaction rolled back.
+    # What a first try left behind: its announced post and its comment on GitHub, its
+    # transaction rolled back.
+    await announce(env, f"bounty:{the_id}", repo.full_name, 1)
     gh.app._create(*repo.full_name.split("/"), 1,
                    f"<!-- eventworks:bounty:{the_id} -->\nhalf done")
     kind, _ = reply_of(await post_to(new(), github("issue_comment", payload), env=env))
@@ -503,6 +515,38 @@ async def test_given_a_comment_posted_by_a_try_that_did_not_commit_when_retried_
     (comment,) = await gh.comments(repository=repo.full_name)
     assert comment["edits"] == 1
     assert "**100 USDC**" in comment["body"]
+
+
+async def test_given_a_new_bounty_when_posted_then_one_github_call_and_no_search(env, gh):
+    repo = Repo()
+    # Many comments on the issue already: a search for the marker would page through them.
+    for n in range(150):
+        gh.app._create(*repo.full_name.split("/"), 1, f"comment {n}")
+    gh.app.calls.clear()
+    kind, _ = reply_of(await post_to(new(), repo.event("issue_comment.created.bounty.json"),
+                                     env=env))
+    assert kind == "dev.eventworks.bounty.requested"
+    assert list(gh.app.calls) == [("POST", f"/repos/{repo.full_name}/issues/1/comments")]
+
+
+async def test_given_github_down_on_the_first_try_when_retried_then_searched_once_and_posted_once(
+        env, gh, unused_port):
+    repo = Repo()
+    event = repo.event("issue_comment.created.bounty.json")
+    down = {**env, "GITHUB_API_URL": f"http://127.0.0.1:{unused_port}"}
+    assert (await post_to(new(), event, env=down)).status_code == 503
+    gh.app.calls.clear()
+    # The first try's outcome is unknown to the retry (it announced a post): it looks first.
+    kind, _ = reply_of(await post_to(new(), event, env=env))
+    assert kind == "dev.eventworks.bounty.requested"
+    comments = f"/repos/{repo.full_name}/issues/1/comments"
+    assert list(gh.app.calls) == [("GET", comments), ("POST", comments)]
+    # Recorded: the next change of the bounty edits by id, with no search.
+    gh.app.calls.clear()
+    edited = repo.event("issue_comment.edited.bounty.json")  # 100 → 250 USDC
+    kind, _ = reply_of(await post_to(new(), edited, env=env))
+    assert kind == "dev.eventworks.bounty.updated"
+    assert [method for method, _ in gh.app.calls] == ["PATCH"]
 
 
 async def test_given_github_app_credentials_when_posting_then_installation_token_used(
@@ -533,13 +577,24 @@ def test_given_no_github_credentials_when_started_then_settings_error(stack_env)
 
 # -- the edge's rules, as for every function ------------------------------------------------
 async def test_given_same_id_with_other_data_when_posted_then_409_conflict(env, gh):
+    first = github("issue_comment", issue_comment("$USDC:100$"))
+    other = github("issue_comment", issue_comment("$USDC:200$"), delivery=first.id)
+    async with served(new(), env) as client:
+        assert (await send(client, first)).status_code == 200
+        response = await send(client, other)
+    assert response.status_code == 409
+    assert response.json()["field"] == "id"
+
+
+async def test_given_same_id_with_other_data_both_needing_no_state_when_posted_then_both_202(
+        env):
+    # Ignored with no I/O (docs/decisions.md, "Cold start"): no inbox row, so nothing for a
+    # reused id to conflict with, and nothing was done that a conflict could undo.
     first = github("issue_comment", issue_comment("no bounty here"))
     other = github("issue_comment", issue_comment("nor here"), delivery=first.id)
     async with served(new(), env) as client:
         assert (await send(client, first)).status_code == 202
-        response = await send(client, other)
-    assert response.status_code == 409
-    assert response.json()["field"] == "id"
+        assert (await send(client, other)).status_code == 202
 
 
 async def test_given_data_missing_comment_when_posted_then_400_naming_the_field(env):
@@ -597,6 +652,18 @@ async def test_given_database_down_when_posted_then_503_with_retry_after(env, un
     response = await post_to(new(), github("issue_comment", issue_comment()), env=down)
     assert response.status_code == 503
     assert int(response.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize("body", ["no bounty here", "Thanks! $USDC:100$"])
+async def test_given_database_and_github_down_when_an_event_needing_no_state_arrives_then_202(
+        env, unused_port, body):
+    # Neither a bounty nor a command, or a bot's comment: the decision needs no I/O, so the
+    # function answers with no database and no GitHub at all.
+    down = {**env, "DATABASE_URL": f"postgresql://parse_comment@127.0.0.1:{unused_port}/eventworks",
+            "GITHUB_API_URL": f"http://127.0.0.1:{unused_port}"}
+    payload = issue_comment(body, sender_type="Bot" if "$" in body else "User")
+    response = await post_to(new(), github("issue_comment", payload), env=down)
+    assert response.status_code == 202, response.text
 
 
 async def test_given_started_function_when_probed_then_ready_after_database_opens(env):

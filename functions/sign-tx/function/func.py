@@ -38,6 +38,9 @@ from eventing.events import (
     TxSigned,
     TxSignRequested,
 )
+
+# Before function.lease imports httpx: without its command-line client (cold start).
+from eventing.http import httpx  # noqa: F401
 from eventing.settings import Settings
 from function import store
 from function.decide import (
