@@ -32,7 +32,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from eventing.edge import validate
+from eventing.edge import status_of, validate
 from eventing.errors import (
     EventworksError,
     InvalidEvent,
@@ -82,15 +82,6 @@ PAGE_HEADERS: Mapping[str, str] = {
 }
 PROBLEM = {"content-type": "application/problem+json"}
 RETRY_AFTER = {"retry-after": "1"}
-STATUS: Mapping[type[EventworksError], int] = {
-    InvalidEvent: 400, MethodNotAllowed: 405, NotFound: 404, Unavailable: 503,
-}
-
-
-def status_of(error: EventworksError) -> int:
-    return next(status for kind, status in STATUS.items() if isinstance(error, kind))
-
-
 class SigningPage:
     def __init__(self, folder: Path, broker_url: str,
                  client: httpx.AsyncClient | None = None) -> None:
