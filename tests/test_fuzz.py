@@ -118,7 +118,8 @@ def test_given_blanks_and_colons_after_a_keyword_when_read_then_the_same_referen
         grammar.Reference(None, 3), grammar.Reference("o/r", 4), grammar.Reference("a/b", 6))
 
 
-@pytest.mark.parametrize("target, path", [(t, p) for t in sorted(TARGETS) for p in regressions(t)],
+@pytest.mark.parametrize(("target", "path"),
+                         [(t, p) for t in sorted(TARGETS) for p in regressions(t)],
                          ids=lambda v: getattr(v, "name", v))
 def test_given_an_input_a_fuzzer_failed_on_when_replayed_then_its_check_holds(target, path):
     TARGETS[target](path.read_bytes())

@@ -183,7 +183,8 @@ def _grammar() -> ModuleType:
     """parse-comment's grammar module by its file: every function's package is called
     `function`, so importing it by that name would clash with the others' in one process."""
     spec = importlib.util.spec_from_file_location("parse_comment_grammar", GRAMMAR)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while being made
     spec.loader.exec_module(module)
@@ -212,7 +213,8 @@ def check_comment(data: bytes) -> None:
             assert grammar.read_amount(again, DEFAULT_REGISTRY, MAXIMUM) == reading, written
     argument = grammar.link_argument(text)
     if argument:
-        assert argument in text and not any(c.isspace() for c in argument)
+        assert argument in text
+        assert not any(c.isspace() for c in argument)
         if grammar.is_address(argument):
             assert grammar.link_argument(f"/link {argument}") == argument
     for reference in grammar.closing_references(text):
