@@ -88,6 +88,19 @@ async def test_given_the_broker_down_when_an_event_is_posted_then_503(unused_por
         assert answer.json()["type"] == "urn:eventworks:problem:unavailable"
 
 
+async def test_given_an_event_over_the_size_limit_when_posted_then_413_as_at_the_broker(
+        unused_port):
+    # Its own table of statuses once made this a 400 (PayloadTooLarge is an InvalidEvent):
+    # errors become statuses in eventing/edge.py only (docs/bad-input.md).
+    async for page in client_for(f"http://127.0.0.1:{unused_port}/eventworks/default"):
+        event = identity_link()
+        event["data"]["message"] = "x" * (2 * 1024 * 1024)
+        answer = await page.post("/events", content=json.dumps(event), headers=STRUCTURED)
+
+        assert answer.status_code == 413
+        assert answer.json()["type"] == "urn:eventworks:problem:payload-too-large"
+
+
 async def test_given_the_page_when_read_then_its_files_come_with_a_strict_policy(page):
     index = await page.get("/")
     script = await page.get("/signing.js")

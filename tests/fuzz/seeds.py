@@ -14,6 +14,7 @@ from tests.test_siwe import EXAMPLE_COM as SIWE_EXAMPLE
 ROOT = Path(__file__).resolve().parents[2]
 TCK = ROOT.parent / "shared" / "reference" / "cesql-tck"
 GOLDEN = ROOT / "tests" / "data" / "github" / "issue_comment.created.json"
+REGRESSIONS = Path(__file__).resolve().parent / "regressions"
 
 # eth-account's documented example key; only ever signs fuzz seeds.
 DOC_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3f362318")
@@ -59,6 +60,39 @@ def edge() -> list[bytes]:
     return [binary, structured, bytes([3, 2, 0]) + b"hello"]
 
 
+def comment() -> list[bytes]:
+    """Comments as people write them: a bounty, escaped, malformed, a claim, a /link."""
+    body = json.loads(GOLDEN.read_text())["comment"]["body"]
+    return [text.encode() for text in (
+        body, "I'll pay $USDC:100.50$ for this", r"worth \$eth:0.5\$ to us",
+        "$USDC:1,000$ or $DAI:-5$ or $XYZ:7$ and $x:y$ in a formula",
+        "Closes #12, fixes: owner/repo#7\n/claim https://github.com/o/r/issues/3",
+        "/link 0x52908400098527886E0F7030069857D2E4169EE7\n",
+    )]
+
+
+def adversarial(size: int) -> list[bytes]:
+    """Comments of about `size` bytes shaped to make a backtracking regex split long runs
+    every way: unclosed amounts, blanks after a keyword, many almost-patterns."""
+    half = size // 2
+    return [text.encode() for text in (
+        "$USDC:" + "1" * half + " " * half,           # unclosed amount, digits then blanks
+        "$USDC:" + "1 " * half + "\\",                # alternating, ends on a lone backslash
+        ("$A: 1" + " \t" * 30) * (size // 66),       # many unclosed amounts
+        "closes" + " " * half + ":" + " " * half,     # blanks around a keyword's colon
+        "/claim" + " " * size,
+        ("fixes " + "o" * 39 + "/" + "r" * 100) * (size // 146),  # almost a reference
+        "/link" + " " * half + "0x" + "a" * half,
+        " " * size + "\n/link",
+    )]
+
+
+def regressions(name: str) -> list[Path]:
+    """Inputs a fuzzer once failed on (tests/fuzz/regressions/<target>/), replayed by
+    tests/test_fuzz.py and given to every atheris run as seeds."""
+    return sorted(p for p in (REGRESSIONS / name).glob("*") if p.is_file())
+
+
 SEEDS: Mapping[str, Callable[[], list[bytes]]] = {
-    "cesql": cesql, "siwe": siwe, "raw-tx": raw_tx, "edge": edge,
+    "cesql": cesql, "siwe": siwe, "raw-tx": raw_tx, "edge": edge, "comment": comment,
 }

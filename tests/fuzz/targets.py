@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from broker import cesql
 from eventing import ethereum, siwe
+from eventing.denominations import DEFAULT_REGISTRY
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import IssueCommentEvent
 from eventing.settings import Settings
@@ -167,9 +173,60 @@ def check_edge(data: bytes) -> None:
             assert problem.get("field"), f"a 400 names the field: {problem}"
 
 
+# -- the comment grammar (parse-comment: $SYM:AMT$, /link 0x…, closes #N) -----------------
+GRAMMAR = Path(__file__).resolve().parents[2] / "functions" / "parse-comment" / "function" \
+    / "grammar.py"
+MAXIMUM = Decimal(1_000_000)  # parse-comment's default BOUNTY_MAX_AMOUNT
+
+
+def _grammar() -> ModuleType:
+    """parse-comment's grammar module by its file: every function's package is called
+    `function`, so importing it by that name would clash with the others' in one process."""
+    spec = importlib.util.spec_from_file_location("parse_comment_grammar", GRAMMAR)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while being made
+    spec.loader.exec_module(module)
+    return module
+
+
+grammar = _grammar()
+
+
+def check_comment(data: bytes) -> None:
+    """The grammar is total (a value or a `Problem` in words, never an exception) and what
+    it reads, written back in its own shape, reads the same."""
+    text = data.decode("utf-8", errors="replace")
+    for candidate in grammar.find_candidates(text):
+        assert candidate.text in text
+        reading = grammar.read_amount(candidate, DEFAULT_REGISTRY, MAXIMUM)
+        if isinstance(reading, grammar.Problem):
+            assert reading.text, "a refused amount says why"
+            continue
+        assert isinstance(reading, grammar.Amount)
+        assert 0 < reading.amount <= MAXIMUM
+        assert reading.base_units == reading.amount.scaleb(reading.decimals)
+        for written in (f"${reading.denomination}:{reading.plain}$",
+                        f"\\${reading.denomination.lower()}: {reading.plain} \\$"):
+            (again,) = grammar.find_candidates(written)
+            assert grammar.read_amount(again, DEFAULT_REGISTRY, MAXIMUM) == reading, written
+    argument = grammar.link_argument(text)
+    if argument:
+        assert argument in text
+        assert not any(c.isspace() for c in argument)
+        if grammar.is_address(argument):
+            assert grammar.link_argument(f"/link {argument}") == argument
+    for reference in grammar.closing_references(text):
+        assert 0 < reference.number < 10**9
+        where = f"{reference.repository}#" if reference.repository else "#"
+        assert grammar.closing_references(f"closes {where}{reference.number}") == (reference,)
+
+
 TARGETS: Mapping[str, Callable[[bytes], None]] = {
     "cesql": check_cesql,
     "siwe": check_siwe,
     "raw-tx": check_raw_tx,
     "edge": check_edge,
+    "comment": check_comment,
 }
