@@ -34,14 +34,15 @@ FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "funct
 # Each part of the page (its `## ` heading) → the modules whose refusals it answers.
 PARTS: Mapping[str, tuple[str, ...]] = {
     "The function edge": EDGE,
-    "Broker ingress": ("broker/ingress.py", "broker/webhook.py", "eventing/wire.py",
-                       "eventing/auth.py"),
-    "Gateway": ("gateway/**/*.py",),
-    "Signing page server": ("stack/signing_page.py", "eventing/wire.py"),
+    "Broker ingress": ("broker/ingress.py", "broker/admission.py", "broker/webhook.py",
+                       "eventing/wire.py", "eventing/auth.py"),
+    "Gateway": ("broker/gateway.py", "gateway/**/*.py"),
+    "Signing page server": ("stack/signing_page.py",),
     **{name: (f"functions/{name}/function/*.py",) for name in FUNCTIONS},
 }
-# A part that answers another part's refusals as its own: the gateway reuses the ingress.
-SAME_AS: Mapping[str, str] = {"Gateway": "Broker ingress"}
+# A part that answers another part's refusals as its own: the gateway admits with the
+# ingress's code, and the local signing-page server is the gateway without tokens.
+SAME_AS: Mapping[str, str] = {"Gateway": "Broker ingress", "Signing page server": "Gateway"}
 
 
 @dataclass(frozen=True, order=True)
