@@ -20,10 +20,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "func.yaml").is_file())
 
-# Nobody imports these at start: PyGithub and its HTTP stack are no dependency of any
-# function; httpx is imported at the first call that needs it (the outbox relay's first
-# fact, parse-comment's first GitHub call); PyJWT and cryptography only by an edge that
-# verifies bearer tokens or a GitHub App minting its first installation token; cffi's
+# Nobody imports these at start: PyGithub and its HTTP stack only at parse-comment's first
+# GitHub call; httpx at the first call that needs it (the outbox relay's first fact);
+# PyJWT and cryptography only by an edge that verifies bearer tokens or PyGithub; cffi's
 # parser (pycparser) never: pycryptodome runs on its ctypes backend; httpx's command-line
 # client (click, pygments, rich) never: eventing/http.py.
 EVERYWHERE = frozenset({

@@ -230,14 +230,14 @@ class Function(Edge[ParseCommentSettings]):
         bot, self._bot = self._bot, None
         journal, self._journal = self._journal, None
         if bot is not None:
-            bot.close_soon()
+            bot.close()
         if journal is not None:
             journal.close_soon()
         super().stop()
 
     async def aclose(self) -> None:
         if self._bot is not None:
-            await self._bot.aclose()
+            self._bot.close()
             self._bot = None
         if self._journal is not None:
             await self._journal.close()
