@@ -143,24 +143,34 @@ def documents(figures: Iterable[Figure]) -> dict[str, Any]:
 
 # -- the chart -------------------------------------------------------------------------------
 
+def _is_latency(figure: Figure) -> bool:
+    return figure.key.endswith(("_p50_ms", "_p99_ms"))
+
+
 def chart(figures: Sequence[Figure], path: Path, title: str) -> Path:
-    """Two panels: every figure with a baseline as its ratio to it (1 = the baseline),
-    its target marked; and every figure in MiB (memory) with its limit."""
+    """Up to three panels: the figures with a baseline as their ratio to it (1 = the
+    baseline; latency percentiles left out, the table has them), their target marked;
+    memory in MiB with its limit; and the times that have no baseline (the broker's added
+    latency, the bounty flow) in ms."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display: files only
     import matplotlib.pyplot as plt
 
-    ratios = [f for f in figures if f.ratio is not None]
-    sizes = [f for f in figures if f.unit == "MiB"]
-    panels = [p for p in (ratios, sizes) if p]
-    heights = [max(len(p), 1) * 0.28 + 1.2 for p in panels] or [1.5]
+    panels = [(shown, is_ratio, label) for shown, is_ratio, label in (
+        ([f for f in figures if f.ratio is not None and f.unit != "MiB"
+          and not _is_latency(f)], True,
+         "figure / its baseline in the same run (log; black bar: target; green PASS, red MISS)"),
+        ([f for f in figures if f.unit == "MiB"], False, "MiB (black bar: limit)"),
+        ([f for f in figures if f.unit == "ms" and f.baseline is None], False,
+         "ms, no baseline (black bar: target)"),
+    ) if shown]
+    heights = [len(shown) * 0.28 + 1.2 for shown, _, _ in panels] or [1.5]
     fig, axes = plt.subplots(len(panels) or 1, 1, figsize=(11, sum(heights) + 0.8),
                              gridspec_kw={"height_ratios": heights}, squeeze=False)
     if not panels:
         axes[0][0].text(0.5, 0.5, "no figures", ha="center", va="center")
-    for ax, shown in zip((row[0] for row in axes), panels, strict=False):
-        is_ratio = shown is ratios
+    for ax, (shown, is_ratio, label) in zip((row[0] for row in axes), panels, strict=False):
         values = [(f.ratio or 0.0) if is_ratio else f.value for f in shown]
         colours = ["#2e7d32" if f.met else "#c62828" if f.met is False else "#607d8b"
                    for f in shown]
@@ -174,10 +184,7 @@ def chart(figures: Sequence[Figure], path: Path, title: str) -> Path:
         if is_ratio:
             ax.axvline(1.0, color="grey", ls="--", lw=0.8)
             ax.set_xscale("log")
-            ax.set_xlabel("figure / its baseline in the same run (log; black bar: target; "
-                          "green PASS, red MISS)", fontsize=8)
-        else:
-            ax.set_xlabel("MiB (black bar: limit)", fontsize=8)
+        ax.set_xlabel(label, fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=100)
