@@ -1,7 +1,7 @@
 """The bounty flow end to end, in the running stack (the story of tests/test_bounty_flow.py).
 
-Prepared once per run, untimed: a repository of the run's own; the solver
-(`contributor-jane`, the golden pull request's author) links a wallet (`/link 0x…` comment
+Prepared once per run, untimed: a repository of the run's own; a solver of the run's own
+(a new login; the golden pull request's author is changed to it) links a wallet (`/link 0x…` comment
 → SIWE challenge → signed → posted through the signing page → `identity.linked`).
 
 Per sample, prepared untimed: a maintainer offers `$USDC:100$` on a new issue (signed
@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 import statistics
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,6 @@ from tests.topic import Seen, Watch
 SAMPLES = 10
 STEP = 60.0        # seconds any one step may take
 POLL = 0.02        # seconds between looks at the stand-in's comments
-SOLVER = "contributor-jane"
 
 Say = Callable[[str], None]
 
@@ -74,6 +74,10 @@ class _Flow:
         self.env = stack_env
         self.watch = Watch(stack_env["KAFKA_BOOTSTRAP_SERVERS"], TOPIC)
         self.seen: list[Seen] = []
+        # A login of the run's own: the stack's topic keeps every run's identity events,
+        # and a test that looks for `contributor-jane`'s challenge must not find ours.
+        self.solver = f"bench-solver-{uuid.uuid4().hex[:8]}"
+        self.solver_id = random.randrange(10**8, 10**9)
 
     def close(self) -> None:
         self.watch.close()
@@ -110,16 +114,17 @@ class _Flow:
         comment = self.story.payload("issue_comment.created.bounty.json")
         comment["comment"]["id"] = random.randrange(10**9, 10**10)
         comment["comment"]["body"] = f"/link {solver.address}"
-        comment["comment"]["user"].update(login=SOLVER, id=12345)
+        comment["comment"]["user"].update(login=self.solver, id=self.solver_id)
         comment["comment"]["author_association"] = "CONTRIBUTOR"
-        comment["sender"].update(login=SOLVER, id=12345)
+        comment["sender"].update(login=self.solver, id=self.solver_id)
         self.story.webhook("issue_comment", comment)
-        challenge = self.awaited("dev.eventworks.identity.challenged", github_login=SOLVER)
+        challenge = self.awaited("dev.eventworks.identity.challenged",
+                                 github_login=self.solver)
         (message,) = parse_qs(urlsplit(challenge.data["sign_url"]).query)["link"]
         signed = Account.sign_message(encode_defunct(text=message), solver.key)
         self.story.through_the_page("dev.eventworks.identity.link", {
             "message": message, "signature": "0x" + bytes(signed.signature).hex()})
-        self.awaited("dev.eventworks.identity.linked", github_login=SOLVER)
+        self.awaited("dev.eventworks.identity.linked", github_login=self.solver)
 
     def funded(self, issue: int) -> str:
         """A new bounty on issue #`issue`, funded; its id."""
@@ -149,6 +154,7 @@ class _Flow:
         pull["pull_request"]["id"] = random.randrange(10**9, 10**10)
         pull["pull_request"]["number"] = pull["number"] = 10_000 + issue
         pull["pull_request"]["body"] = f"Fix it.\n\nFixes #{issue}"
+        pull["pull_request"]["user"].update(login=self.solver, id=self.solver_id)
         payout_id = f"bounty:{bounty_id}"
         started = time.perf_counter()
         self.story.webhook("pull_request", pull)
