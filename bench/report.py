@@ -14,39 +14,17 @@ from typing import Any
 
 import psutil
 
-from bench import brokered, signing
+from bench import brokered, figures, signing
+from bench.bounty import BountyResult
 from bench.brokered import BrokerResult
+from bench.figures import Figure, Target
+from bench.fleet import TARGET_COLD_START_RATIO, TARGET_MEMORY_MIB, FleetResult, Rate
 from bench.ledger import LedgerResult
-from bench.measure import ColdStarts, Throughput
 from bench.signing import SigningResult
 from bench.todo import TodoBench
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-@dataclass(frozen=True)
-class Functions:
-    """parse-comment beside the bare function: cold starts and sequential requests."""
-
-    subject: str  # the function measured
-    baseline: str  # what it is compared with
-    cold: dict[str, ColdStarts]
-    sequential: dict[str, Throughput]
-
-    def ratio(self, figure: Callable[[str], float]) -> float:
-        return figure(self.subject) / figure(self.baseline)
-
-    @property
-    def rows(self) -> list[tuple[str, Callable[[str], float]]]:
-        return [
-            ("cold start median (ms)", lambda n: self.cold[n].median),
-            ("cold start min (ms)", lambda n: self.cold[n].min),
-            ("cold start max (ms)", lambda n: self.cold[n].max),
-            ("stop after SIGTERM median (ms)", lambda n: self.cold[n].stop_median),
-            ("sequential requests/s", lambda n: self.sequential[n].per_second),
-            ("latency p50 (ms)", lambda n: self.sequential[n].p50),
-            ("latency p99 (ms)", lambda n: self.sequential[n].p99),
-        ]
+LEDGER_TARGET_RATIO = 0.5  # the issue's: ledger events/s at least half the bare loop's
 
 
 def machine() -> dict[str, Any]:
@@ -65,33 +43,132 @@ def machine() -> dict[str, Any]:
 class Report:
     started: datetime  # UTC
     parameters: dict[str, Any]
-    functions: Functions | None  # None unless the functions part ran
+    functions: FleetResult | None  # None unless the functions part ran
     broker: BrokerResult | None  # None unless the broker part ran
     signing: SigningResult | None = None  # None unless the signing part ran
     ledger: LedgerResult | None = None  # None unless the ledger part ran
     todo: TodoBench | None = None  # None unless the todo part ran
+    bounty: BountyResult | None = None  # None unless the bounty part ran
 
 
 def _grid(rows: Sequence[tuple[str, ...]]) -> list[str]:
-    """The first column left-aligned, the others right-aligned; a rule under the header."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join([r[0].ljust(widths[0]),
-                        *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))])
-             for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return lines
+    return figures.grid(rows)
 
 
-def functions_table(functions: Functions) -> str:
-    header = ("", functions.subject, functions.baseline, "ratio")
-    lines = _grid([header] + [
-        (label, f"{figure(functions.subject):.1f}", f"{figure(functions.baseline):.1f}",
-         f"{functions.ratio(figure):.2f}x")
-        for label, figure in functions.rows
-    ])
-    lines.append(f"ratio = {functions.subject} / {functions.baseline}: above 1 for times means "
-                 "slower, below 1 for requests/s means slower")
+def fleet_table(result: FleetResult) -> str:
+    """Every function beside the bare one: the figures the summary leaves out."""
+    rows: list[tuple[str, ...]] = [(
+        "function", "cold ms", "seq/s", "seq p50", "seq p99", f"conc({result.concurrency})/s",
+        "conc p50", "conc p99", "retried", "RSS MiB start/load", "USS MiB load")]
+    bare_seq = result.functions[0].bare if result.functions else None
+    if bare_seq is not None:
+        rows.append(("bare (beside " + result.functions[0].workload.name + ")",
+                     f"{result.bare_cold.median:.0f}", *_rates(bare_seq.sequential,
+                                                               bare_seq.concurrent),
+                     f"{result.bare_started.rss / 2**20:.0f}/"
+                     f"{result.bare_loaded.rss / 2**20:.0f}",
+                     f"{result.bare_loaded.uss / 2**20:.0f}"))
+    for f in result.functions:
+        loaded = f.own.loaded or f.own.started
+        rows.append((f.workload.name, f"{f.cold.median:.0f}" if f.cold else "",
+                     *_rates(f.own.sequential, f.own.concurrent),
+                     f"{f.own.started.rss / 2**20:.0f}/{loaded.rss / 2**20:.0f}",
+                     f"{loaded.uss / 2**20:.0f}"))
+    lines = _grid(rows)
+    lines.append("cold = spawn -> first 2xx, median; seq = one after the other, conc = "
+                 "concurrent clients; latencies in ms; retried = 409/429/503 posted again")
+    lines.extend(f"  {f.workload.name}: {f.workload.event}; I/O: {f.workload.io}"
+                 for f in result.functions)
     return "\n".join(lines)
+
+
+def _rates(sequential: Rate, concurrent: Rate) -> tuple[str, ...]:
+    return (f"{sequential.per_second:.0f}", f"{sequential.p50:.2f}", f"{sequential.p99:.2f}",
+            f"{concurrent.per_second:.0f}", f"{concurrent.p50:.2f}", f"{concurrent.p99:.2f}",
+            str(sequential.retried + concurrent.retried))
+
+
+def _fleet_figures(result: FleetResult) -> list[Figure]:
+    found: list[Figure] = []
+    bare_rss = result.bare_loaded.rss / 2**20
+    for f in result.functions:
+        key, name = f"functions.{f.workload.name}", f.workload.name
+        if f.cold is not None:
+            found.append(Figure(f"{key}.cold_start_median_ms", f"{name}: cold start median",
+                                f.cold.median, "ms", result.bare_cold.median,
+                                Target("ratio_at_most", TARGET_COLD_START_RATIO)))
+        rate = (Target("ratio_at_least", f.workload.target_rate)
+                if f.workload.target_rate is not None else None)
+        for mode, own, bare in (("sequential", f.own.sequential, f.bare.sequential),
+                                ("concurrent", f.own.concurrent, f.bare.concurrent)):
+            found.append(Figure(f"{key}.{mode}_events_per_second", f"{name}: {mode} events/s",
+                                own.per_second, "/s", bare.per_second, rate))
+            found.append(Figure(f"{key}.{mode}_p50_ms", f"{name}: {mode} p50", own.p50, "ms",
+                                bare.p50))
+            found.append(Figure(f"{key}.{mode}_p99_ms", f"{name}: {mode} p99", own.p99, "ms",
+                                bare.p99))
+        if f.cold is not None:  # a second path of a function has the same process
+            loaded = f.own.loaded or f.own.started
+            found.append(Figure(f"{key}.rss_after_start_mib", f"{name}: RSS idle after start",
+                                f.own.started.rss / 2**20, "MiB",
+                                result.bare_started.rss / 2**20,
+                                Target("at_most", TARGET_MEMORY_MIB)))
+            found.append(Figure(f"{key}.rss_after_load_mib", f"{name}: RSS idle after load",
+                                loaded.rss / 2**20, "MiB", bare_rss,
+                                Target("at_most", TARGET_MEMORY_MIB)))
+    return found
+
+
+def _broker_figures(result: BrokerResult) -> list[Figure]:
+    via, direct = brokered.VIA_BROKER, brokered.DIRECT
+    return [
+        Figure("broker.added_p50_ms", "broker: added latency p50", result.added_p50, "ms",
+               target=Target("at_most", brokered.TARGET_ADDED_P50_MS)),
+        Figure("broker.added_p99_ms", "broker: added latency p99", result.added_p99, "ms"),
+        Figure("broker.events_per_second", "broker: sustained events/s",
+               result.throughput[via].per_second, "/s", result.throughput[direct].per_second,
+               Target("at_least", brokered.TARGET_EVENTS_PER_SECOND)),
+    ]
+
+
+def _signing_figures(result: SigningResult) -> list[Figure]:
+    found = [Figure("signing.end_to_end_tx_per_second", "signing: signed tx/s end to end",
+                    result.end_to_end.per_second, "/s", result.bare.per_second,
+                    Target("ratio_at_least", signing.TARGET_RATIO))]
+    found.extend(Figure(f"signing.leases_per_second.{lease.workers}",
+                        f"signing: leases/s, {lease.workers} workers", lease.per_second, "/s")
+                 for lease in result.leases)
+    return found
+
+
+def _ledger_figures(result: LedgerResult) -> list[Figure]:
+    return [Figure(f"ledger.events_per_second.{c}",
+                   f"ledger: events/s, {c} client{'s' if c > 1 else ''}",
+                   result.ledger[c].per_second, "/s", result.bare[c].per_second,
+                   Target("ratio_at_least", LEDGER_TARGET_RATIO))
+            for c in sorted(result.ledger)]
+
+
+def _todo_figures(result: TodoBench) -> list[Figure]:
+    return [Figure("todo.commands_per_second", "todo-crud: commands/s", result.per_second,
+                   "/s", result.bare_per_second)]
+
+
+def _bounty_figures(result: BountyResult) -> list[Figure]:
+    document = result.document()
+    return [Figure(f"bounty.{what}_{p}_ms", f"bounty flow: merged PR -> {shown} {p}",
+                   document[f"to_{what}_ms"][p], "ms")
+            for what, shown in (("tx_verified", "tx.verified"), ("comment_paid", "paid"))
+            for p in ("p50", "p99")]
+
+
+def headline(report: Report) -> list[Figure]:
+    """The figures of every part that ran, in the order of the issue."""
+    parts: list[tuple[Any, Callable[[Any], list[Figure]]]] = [
+        (report.functions, _fleet_figures), (report.broker, _broker_figures),
+        (report.bounty, _bounty_figures), (report.signing, _signing_figures),
+        (report.ledger, _ledger_figures), (report.todo, _todo_figures)]
+    return [f for part, of in parts if part is not None for f in of(part)]
 
 
 def _verdict(met: bool) -> str:
@@ -178,7 +255,7 @@ def ledger_table(result: LedgerResult) -> str:
 def table(report: Report) -> str:
     parts = []
     if report.functions is not None:
-        parts.append(functions_table(report.functions))
+        parts.append(fleet_table(report.functions))
     if report.broker is not None:
         parts.append(broker_table(report.broker))
     if report.signing is not None:
@@ -187,41 +264,9 @@ def table(report: Report) -> str:
         parts.append(ledger_table(report.ledger))
     if report.todo is not None:
         parts.append(report.todo.table())
+    if report.bounty is not None:
+        parts.append(report.bounty.table())
     return "\n\n".join(parts)
-
-
-def _ms(values: list[float]) -> list[float]:
-    return [round(v, 3) for v in values]
-
-
-def _functions_document(report: Functions) -> dict[str, Any]:
-    functions: dict[str, Any] = {}
-    for name in (report.subject, report.baseline):
-        cold, seq = report.cold[name], report.sequential[name]
-        functions[name] = {
-            "cold_start_ms": {"median": cold.median, "min": cold.min, "max": cold.max,
-                              "samples": _ms(cold.samples_ms)},
-            "stop_ms": {"median": cold.stop_median, "samples": _ms(cold.stop_ms)},
-            "sequential": {
-                "requests": seq.requests,
-                "seconds": seq.seconds,
-                "requests_per_second": seq.per_second,
-                "latency_ms": {"p50": seq.p50, "p99": seq.p99,
-                               "mean": seq.seconds * 1000 / seq.requests,
-                               "max": max(seq.latencies_ms),
-                               "samples": _ms(seq.latencies_ms)},
-            },
-        }
-    return {
-        "subject": report.subject,
-        "baseline": report.baseline,
-        "functions": functions,
-        "ratios": {
-            "cold_start_median": report.ratio(lambda n: report.cold[n].median),
-            "requests_per_second": report.ratio(lambda n: report.sequential[n].per_second),
-            "latency_p50": report.ratio(lambda n: report.sequential[n].p50),
-        },
-    }
 
 
 def _broker_document(result: BrokerResult) -> dict[str, Any]:
@@ -253,7 +298,7 @@ def document(report: Report) -> dict[str, Any]:
         "parameters": report.parameters,
     }
     if report.functions is not None:
-        found.update(_functions_document(report.functions))
+        found["functions"] = report.functions.document()
     if report.broker is not None:
         found["broker"] = _broker_document(report.broker)
     if report.signing is not None:
@@ -262,11 +307,26 @@ def document(report: Report) -> dict[str, Any]:
         found["ledger"] = report.ledger.document()
     if report.todo is not None:
         found["todo"] = report.todo.document()
+    if report.bounty is not None:
+        found["bounty"] = report.bounty.document()
+    found["figures"] = figures.documents(headline(report))
     return found
 
 
+def name(report: Report) -> str:
+    return report.started.strftime("%Y%m%dT%H%M%SZ")
+
+
 def write(report: Report, folder: Path = RESULTS) -> Path:
+    """bench/results/<timestamp>.json and, beside it, <timestamp>.png (the chart)."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{report.started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = folder / f"{name(report)}.json"
     path.write_text(json.dumps(document(report), indent=2) + "\n")
+    figures.chart(headline(report), path.with_suffix(".png"),
+                  f"eventworks bench {report.started.isoformat(timespec='seconds')}")
     return path
+
+
+def summary(report: Report, folder: Path = RESULTS) -> str:
+    """The headline figures, each against the newest earlier result that has it."""
+    return figures.table(headline(report), figures.previous(folder, f"{name(report)}.json"))
