@@ -113,6 +113,9 @@ def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_i
         stack_env):
     story = Story(stack_env)
     funder, solver = Account.create(), Account.create()
+    # A solver of this run's own: the stack's topic keeps every earlier run's identity
+    # events, and a reused login would find an earlier run's challenge and link.
+    login, user_id = f"contributor-{uuid.uuid4().hex[:8]}", random.randrange(10**8, 10**9)
 
     # 1. A maintainer offers 100 USDC on issue #1: the bot answers with the signing link.
     offer = story.payload("issue_comment.created.bounty.json")
@@ -140,22 +143,24 @@ def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_i
     link = story.payload("issue_comment.created.bounty.json")
     link["comment"]["id"] = random.randrange(10**9, 10**10)
     link["comment"]["body"] = f"/link {solver.address}"
-    link["comment"]["user"].update(login="contributor-jane", id=12345)
+    link["comment"]["user"].update(login=login, id=user_id)
     link["comment"]["author_association"] = "CONTRIBUTOR"
-    link["sender"].update(login="contributor-jane", id=12345)
+    link["sender"].update(login=login, id=user_id)
     story.webhook("issue_comment", link)
     challenge = story.awaited("dev.eventworks.identity.challenged",
-                              github_login="contributor-jane")
+                              github_login=login)
     (message,) = parse_qs(urlsplit(challenge["sign_url"]).query)["link"]
     signed = Account.sign_message(encode_defunct(text=message), solver.key)
     story.through_the_page("dev.eventworks.identity.link", {
         "message": message, "signature": "0x" + bytes(signed.signature).hex()})
-    story.awaited("dev.eventworks.identity.linked", github_login="contributor-jane")
+    story.awaited("dev.eventworks.identity.linked", github_login=login)
 
     # 4. The solver's pull request that fixes #1 is merged: claimed, paid to the wallet.
-    story.webhook("pull_request", story.payload("pull_request.closed.merged.json"))
+    merged = story.payload("pull_request.closed.merged.json")
+    merged["pull_request"]["user"].update(login=login, id=user_id)
+    story.webhook("pull_request", merged)
     story.awaited("dev.eventworks.bounty.claimed", bounty_id=requested["bounty_id"],
-                  solver_login="contributor-jane")
+                  solver_login=login)
     payout = story.awaited("dev.eventworks.payout.requested", ref=requested["bounty_id"])
     assert payout["to_address"].lower() == solver.address.lower()
     assert (payout["denomination"], payout["amount_base_units"]) == ("USDC", "100000000")
