@@ -336,13 +336,19 @@ def own_settings(name: str, env: Mapping[str, str], *,
         return lease_key_token(env)
     if name != "sign-tx":
         return {}
-    own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, **lease_key_token(env)}
+    # As func.yaml: a database connection per request Knative may give it at once.
+    own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, "DATABASE_POOL_SIZE": SIGN_TX_POOL_SIZE,
+           **lease_key_token(env)}
     lease_key = env.get(env_key("lease-key"))
     if lease_key is not None:
         own["LEASE_KEY_URL"] = lease_key
     if key_encryption_key is not None:
         own["KEY_ENCRYPTION_KEY"] = key_encryption_key
     return own
+
+
+# sign-tx's containerConcurrency (functions/sign-tx/func.yaml), and so its pool size.
+SIGN_TX_POOL_SIZE = "10"
 
 
 def lease_key_token(env: Mapping[str, str]) -> dict[str, str]:
