@@ -42,7 +42,11 @@ SAMPLE_SECRETS: Mapping[str, str] = {
     "url": "postgresql://deploy-check@127.0.0.1:9/eventworks",  # port 9: nothing listens
     "key": base64.b64encode(bytes(32)).decode(),
     "jwt-secret": "deploy-check-" + "0" * 32,  # HS256 wants 32 bytes at least (RFC 7518)
+    "secret": "deploy-check-" + "0" * 32,  # an HS256 key: at least 32 bytes
 }
+# A function that answers named callers only (eventing.auth.Callers) is probed as its
+# caller calls it: function → (the env variable of the shared secret, the caller).
+CALLERS: Mapping[str, tuple[str, str]] = {"lease-key": ("LEASE_KEY_TOKEN_SECRET", "sign-tx")}
 DEFAULT_SAMPLE = "deploy-check"
 PROBE_TYPE = "dev.eventworks.deploy.check"
 # The scaffolding's service/main.py, per middleware (func's instanced-cloudevents/-http).
@@ -99,7 +103,18 @@ def _install(staged: Path, venv: Path, log: Path) -> str | None:
     return None if done.returncode == 0 else f"installing {staged.name} failed (see {log})"
 
 
-def _probe(url: str, server: subprocess.Popen[bytes], log: Path, what: Project) -> list[str]:
+def caller_header(name: str, env: Mapping[str, str]) -> str | None:
+    """The Authorization header the function's named caller sends, if it has one."""
+    from eventing import auth
+
+    if name not in CALLERS:
+        return None
+    variable, caller = CALLERS[name]
+    return f"Bearer {auth.caller_token(env.get(variable, ''), caller, name)}"
+
+
+def _probe(url: str, server: subprocess.Popen[bytes], log: Path, what: Project,
+           caller: str | None) -> list[str]:
     deadline = time.monotonic() + START_SECONDS
     while True:
         if server.poll() is not None:
@@ -112,10 +127,18 @@ def _probe(url: str, server: subprocess.Popen[bytes], log: Path, what: Project) 
         if time.monotonic() > deadline:
             return [f"no liveness within {START_SECONDS:.0f} s (see {log})"]
         time.sleep(0.2)
-    answer = httpx.post(f"{url}{what.probe}", content=b"{}", timeout=10.0, headers={
-        "ce-specversion": "1.0", "ce-id": "deploy-check-1", "ce-source": "/eventworks/deploy",
-        "ce-type": PROBE_TYPE, "content-type": "application/json"})
+    probe = {"ce-specversion": "1.0", "ce-id": "deploy-check-1",
+             "ce-source": "/eventworks/deploy", "ce-type": PROBE_TYPE,
+             "content-type": "application/json"}
     problems = []
+    if caller is not None:
+        # Without its caller token the event is refused before it is read.
+        if httpx.post(f"{url}{what.probe}", content=b"{}", timeout=10.0,
+                      headers=probe).status_code != 401:
+            problems.append(f"a {PROBE_TYPE} event without a caller token was not refused "
+                            "with 401")
+        probe["authorization"] = caller
+    answer = httpx.post(f"{url}{what.probe}", content=b"{}", timeout=10.0, headers=probe)
     # 400 unknown-event-type; 501 from a function whose capability is not built yet; the
     # gateway's 401 (no bearer token).
     if answer.status_code not in what.refusals:
@@ -152,7 +175,8 @@ def smoke(staged: Path, what: Project, env: Mapping[str, str], work: Path) -> Re
             env={**keep, **env, "LISTEN_ADDRESS": f"127.0.0.1:{port}",
                  "K_SINK": "http://127.0.0.1:9/", "PYTHONUNBUFFERED": "1"})
         try:
-            problems = _probe(f"http://127.0.0.1:{port}", server, log, what)
+            problems = _probe(f"http://127.0.0.1:{port}", server, log, what,
+                              caller_header(name, env))
         finally:
             server.terminate()
             try:

@@ -22,6 +22,14 @@ of this application, in the extension's vocabulary; `unauthenticated` for an eve
 came with none), `authid` (the token's `sub`), and our extension `authrole` (the role).
 Any of these a client sent is dropped first.
 
+Calls between functions (`Callers`, `caller_token`): a function reached directly by
+named callers only (lease-key, by sign-tx) cannot tell them apart on the network (in
+Knative every request may come through the activator), so each caller presents a
+short-lived HS256 token it mints from a secret shared with the callee alone: `sub` the
+caller's name, `aud` the callee's name, `iat` and `exp` at most CALLER_TOKEN_MAX_SECONDS
+apart. Anything else is 401 (no, forged, expired or mis-addressed token) or 403 (a valid
+token of a caller not on the list).
+
 PyJWT (which loads cryptography) is imported only by an edge that verifies tokens: it
 costs a few hundred milliseconds of cold start that the other functions need not pay.
 """
@@ -29,15 +37,16 @@ costs a few hundred milliseconds of cold start that the other functions need not
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, field_validator
 
-from eventing.errors import Unauthorized, Unavailable
+from eventing.errors import Forbidden, Unauthorized, Unavailable
 from eventing.settings import EnvSettings, SettingsError
 
 if TYPE_CHECKING:
@@ -83,10 +92,18 @@ class AuthSettings(EnvSettings):
     @field_validator("jwt_secret")
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        # RFC 7518 §3.2: an HS256 key of at least the hash's size, 256 bits.
-        if value is not None and len(value.get_secret_value().encode()) < 32:
-            raise ValueError("must be at least 32 bytes (RFC 7518 §3.2)")
-        return value
+        return None if value is None else _hs256_key(value)
+
+
+def _hs256_key(value: SecretStr) -> SecretStr:
+    # RFC 7518 §3.2: an HS256 key of at least the hash's size, 256 bits.
+    if len(value.get_secret_value().encode()) < 32:
+        raise ValueError("must be at least 32 bytes (RFC 7518 §3.2)")
+    return value
+
+
+# A setting that holds an HS256 key (a Secret's value): long enough, never in a repr.
+Hs256Secret = Annotated[SecretStr, AfterValidator(_hs256_key)]
 
 
 @dataclass(frozen=True)
@@ -166,6 +183,11 @@ class Verifier:
     def verify(self, token: str) -> Identity:
         """The token's identity, or Unauthorized saying why (never echoing the token);
         Unavailable when the JWKS URL cannot be read."""
+        return identity_of(self.claims(token))
+
+    def claims(self, token: str, require: tuple[str, ...] = ("exp", "sub")) -> dict[str, Any]:
+        """The claims of a token whose signature, expiry, issuer and audience hold, and
+        that has every claim of `require`; Unauthorized (or Unavailable) otherwise."""
         import jwt
 
         try:
@@ -181,7 +203,7 @@ class Verifier:
                 token, key, algorithms=[str(algorithm)],
                 issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                 leeway=settings.jwt_leeway_seconds,
-                options={"require": ["exp", "sub"],
+                options={"require": list(require),
                          "verify_aud": settings.jwt_audience is not None})
         except jwt.ExpiredSignatureError:
             raise Unauthorized("the bearer token has expired",
@@ -189,7 +211,7 @@ class Verifier:
         except jwt.PyJWTError as exc:
             raise Unauthorized(f"the bearer token is not valid: {_reason(exc)}",
                                field="header authorization") from None
-        return identity_of(claims)
+        return claims
 
     def _key(self, algorithm: object, token: str, header: Mapping[str, Any]) -> Any:
         import jwt
@@ -247,3 +269,61 @@ def sign(secret: str, user: str, role: Role = DEFAULT_ROLE, *, ttl_seconds: int 
     payload = {"sub": user, "role": role, "iat": issued, "exp": issued + ttl_seconds, **claims}
     return jwt.encode(payload, secret, algorithm=HS256)
 
+
+
+# -- calls between functions ---------------------------------------------------------------
+# A caller's token lives seconds: long enough for one request and its retries over a slow
+# network, too short to be worth stealing from a log or a proxy.
+CALLER_TOKEN_SECONDS: Final = 60
+CALLER_TOKEN_MAX_SECONDS: Final = 300
+CALLER_TOKEN_LEEWAY_SECONDS: Final = 5
+
+
+def caller_token(secret: str, caller: str, audience: str, *,
+                 ttl_seconds: int = CALLER_TOKEN_SECONDS, now: float | None = None) -> str:
+    """The bearer token `caller` presents to the function `audience` (HS256, `secret`
+    shared by the two alone)."""
+    import jwt
+
+    issued = int(time.time() if now is None else now)
+    return jwt.encode({"sub": caller, "aud": audience, "iat": issued,
+                       "exp": issued + ttl_seconds}, secret, algorithm=HS256)
+
+
+class Callers:
+    """Who may call a function directly: the holders of its caller secret, named in
+    `allowed`. Every call must carry a caller token for `audience` (the function's name);
+    the broker never reaches such a function, so there is no Auth Context to fall back
+    on."""
+
+    def __init__(self, secret: SecretStr, audience: str, allowed: frozenset[str]) -> None:
+        self.audience = audience
+        self.allowed = allowed
+        self._verifier = Verifier(AuthSettings.model_validate({
+            "JWT_SECRET": secret, "JWT_AUDIENCE": audience,
+            "JWT_LEEWAY_SECONDS": CALLER_TOKEN_LEEWAY_SECONDS}))
+
+    def admit(self, authorization: str | None) -> str:
+        """The caller's name; Unauthorized without a valid caller token for this
+        audience, Forbidden for a valid one of a caller not allowed here."""
+        token = bearer(authorization)
+        if token is None:
+            raise Unauthorized(f"{self.audience} answers named callers only: send "
+                               "'Authorization: Bearer <caller token>'",
+                               field="header authorization")
+        claims = self._verifier.claims(token, require=("exp", "iat", "sub", "aud"))
+        issued, expires, caller = claims["iat"], claims["exp"], claims["sub"]
+        if not isinstance(issued, int) or not isinstance(expires, int) \
+                or expires - issued > CALLER_TOKEN_MAX_SECONDS:
+            raise Unauthorized(f"a caller token lives at most {CALLER_TOKEN_MAX_SECONDS} s",
+                               field="header authorization")
+        # Compared in constant time, and with every name, so that the time taken says
+        # nothing about which names are allowed.
+        known = False
+        for name in sorted(self.allowed):
+            known |= isinstance(caller, str) and hmac.compare_digest(
+                caller.encode(), name.encode())
+        if not known:
+            raise Forbidden(f"{self.audience} does not answer this caller",
+                            field="header authorization")
+        return str(caller)

@@ -145,6 +145,12 @@ def validate(model: type[M], raw: Any) -> M:
             field=first["field"], errors=errors) from None
 
 
+def authorization_of(scope: Mapping[str, Any]) -> str | None:
+    """The request's Authorization header, if it has one."""
+    return next((value.decode("latin-1") for name, value in scope.get("headers", ())
+                 if name.lower() == b"authorization"), None)
+
+
 def envelope_of(event: BaseCloudEvent, actor: auth.Identity | None = None) -> Envelope:
     """`actor`: who a token verified at this edge names; it replaces whatever Auth
     Context the event carries. None: the event's own, which only the broker sets."""
@@ -287,6 +293,8 @@ class Edge(Generic[S]):
         event_id: str | None = None
         status = 500
         try:
+            # Who may call at all comes first: a caller refused learns nothing of the event.
+            await self.admit(authorization_of(scope))
             if isinstance(request, wire.Rejected):
                 raise request.error
             if not isinstance(request, CloudEvent):
@@ -318,6 +326,12 @@ class Edge(Generic[S]):
             await wire.send_response(send, 500, {"content-type": "application/problem+json"},
                                      wire.problem(500, None, event_id=event_id))
 
+    async def admit(self, authorization: str | None) -> None:
+        """Refuse a direct caller this function does not answer (Unauthorized, Forbidden),
+        given the request's Authorization header. By default every caller the network
+        lets through is answered; a function reached by named callers only checks their
+        caller tokens here (eventing.auth.Callers)."""
+
     async def _actor(self, scope: Mapping[str, Any]) -> auth.Identity | None:
         """A direct call's bearer token, verified here when the function is configured to
         verify tokens: it is then its own trusted edge. Otherwise (no token, or a function
@@ -326,9 +340,7 @@ class Edge(Generic[S]):
         may send its own (OIDC) token, which names no user."""
         if self._verifier is None or not self._verifier.configured:
             return None
-        authorization = next((value.decode("latin-1") for name, value in scope.get("headers", ())
-                              if name.lower() == b"authorization"), None)
-        token = auth.bearer(authorization)
+        token = auth.bearer(authorization_of(scope))
         if token is None:
             return None
         return await self._verifier.verified(token)

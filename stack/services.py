@@ -321,7 +321,8 @@ def own_settings(name: str, env: Mapping[str, str], *,
 
     sign-tx: the key-encryption key of the pool (a Secret in a cluster, given to sign-tx
     only: lease-key never decrypts a key), lease-key's URL (it leases keys over HTTP,
-    not through the broker) and the chain id it signs for. link-identity: that chain id,
+    not through the broker) and the chain id it signs for. sign-tx and lease-key: the
+    secret of sign-tx's caller tokens (`lease_key_token`). link-identity: that chain id,
     for the SIWE challenges it issues.
     """
     if name == "parse-comment":
@@ -331,15 +332,30 @@ def own_settings(name: str, env: Mapping[str, str], *,
         # SIWE challenges name the chain payouts are signed for; domain and URI are the
         # signing page's (SIGNING_PAGE_URL, which every function gets).
         return {"SIWE_CHAIN_ID": SIGNING_CHAIN_ID}
+    if name == "lease-key":
+        return lease_key_token(env)
     if name != "sign-tx":
         return {}
-    own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID}
+    # As func.yaml: a database connection per request Knative may give it at once.
+    own = {"SIGNING_CHAIN_ID": SIGNING_CHAIN_ID, "DATABASE_POOL_SIZE": SIGN_TX_POOL_SIZE,
+           **lease_key_token(env)}
     lease_key = env.get(env_key("lease-key"))
     if lease_key is not None:
         own["LEASE_KEY_URL"] = lease_key
     if key_encryption_key is not None:
         own["KEY_ENCRYPTION_KEY"] = key_encryption_key
     return own
+
+
+# sign-tx's containerConcurrency (functions/sign-tx/func.yaml), and so its pool size.
+SIGN_TX_POOL_SIZE = "10"
+
+
+def lease_key_token(env: Mapping[str, str]) -> dict[str, str]:
+    """The secret lease-key checks sign-tx's caller tokens with, for those two alone (a
+    Secret mounted into both in a cluster: knative/secrets/eventworks-lease-key-token.yaml)."""
+    secret = env.get("LEASE_KEY_TOKEN_SECRET")
+    return {} if secret is None else {"LEASE_KEY_TOKEN_SECRET": secret}
 
 
 # Functions that act for a user and so verify the bearer token of a direct call

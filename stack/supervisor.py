@@ -166,6 +166,9 @@ class Stack:
         env["GITHUB_TOKEN"] = layout.dev_secret("github-token")
         # Bearer tokens of the local stack (./taskw token); JWT_SECRET given wins.
         env["JWT_SECRET"] = os.environ.get("JWT_SECRET") or layout.dev_secret("jwt-secret")
+        # sign-tx's caller tokens for lease-key (stack.services.lease_key_token).
+        env["LEASE_KEY_TOKEN_SECRET"] = (os.environ.get("LEASE_KEY_TOKEN_SECRET")
+                                         or layout.dev_secret("lease-key-token-secret"))
 
         broker_port = self.port("broker")
         env["BROKER_URL"] = (f"http://127.0.0.1:{broker_port}/"

@@ -22,10 +22,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import SecretStr
 
 from eventing import auth
 from eventing.edge import Delivery, Edge, Reply, Route
-from eventing.errors import Unauthorized, Unavailable
+from eventing.errors import Forbidden, Unauthorized, Unavailable
 from eventing.events import Model
 from eventing.settings import Settings, SettingsError
 from tests.factory import cloudevent, served
@@ -387,3 +388,38 @@ async def test_given_a_function_that_verifies_no_tokens_then_it_ignores_the_head
     response = await _who(_Echo(), {}, "an.oidc.token", authtype="app_user", authid="octocat")
     assert response.status_code == 200
     assert response.json()["authid"] == "octocat"
+
+
+# -- calls between functions: caller tokens (Callers) -----------------------------------------
+def callers() -> auth.Callers:
+    return auth.Callers(SecretStr(SECRET), "lease-key", frozenset({"sign-tx"}))
+
+
+def test_given_sign_txs_caller_token_then_admitted_as_sign_tx() -> None:
+    token = auth.caller_token(SECRET, "sign-tx", "lease-key")
+    assert callers().admit(f"Bearer {token}") == "sign-tx"
+
+
+@pytest.mark.parametrize(("case", "authorization"), [
+    ("none", None),
+    ("forged", "Bearer " + auth.caller_token("another secret of at least 32 bytes", "sign-tx",
+                                             "lease-key")),
+    ("expired", "Bearer " + auth.caller_token(SECRET, "sign-tx", "lease-key",
+                                              now=time.time() - 120)),
+    ("other audience", "Bearer " + auth.caller_token(SECRET, "sign-tx", "verify-tx")),
+    ("no audience", "Bearer " + auth.sign(SECRET, "sign-tx", ttl_seconds=60)),
+    ("lives too long", "Bearer " + auth.caller_token(SECRET, "sign-tx", "lease-key",
+                                                     ttl_seconds=3600)),
+    ("a user's token", "Bearer " + auth.sign(SECRET, "alice", aud="lease-key")),
+])
+def test_given_no_valid_caller_token_then_unauthorized(case: str,
+                                                        authorization: str | None) -> None:
+    with pytest.raises(Unauthorized) as refused:
+        callers().admit(authorization)
+    assert refused.value.field == "header authorization"
+
+
+def test_given_a_valid_token_of_a_caller_not_allowed_then_forbidden() -> None:
+    token = auth.caller_token(SECRET, "verify-tx", "lease-key")
+    with pytest.raises(Forbidden):
+        callers().admit(f"Bearer {token}")

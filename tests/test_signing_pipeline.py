@@ -86,7 +86,8 @@ def test_given_the_stack_wiring_when_built_then_only_sign_tx_gets_the_key_encryp
     env = {"SIGNING_PAGE_URL": "http://127.0.0.1:1/", "GITHUB_API_URL": "http://127.0.0.1:2",
            "ETCD_ENDPOINTS": "http://127.0.0.1:3", "BROKER_URL": "http://127.0.0.1:4/e/d",
            "DATABASE_URL": "postgresql://postgres@127.0.0.1:5/eventworks",
-           "FUNCTION_LEASE_KEY_URL": "http://127.0.0.1:6"}
+           "FUNCTION_LEASE_KEY_URL": "http://127.0.0.1:6",
+           "LEASE_KEY_TOKEN_SECRET": "the-caller-secret"}
     layout = Layout(root=ROOT, state=tmp_path)
 
     built = {name: services.function(layout, name, 7000, env, embedded_db=True,
@@ -100,6 +101,10 @@ def test_given_the_stack_wiring_when_built_then_only_sign_tx_gets_the_key_encryp
     assert built["sign-tx"]["ETCD_ENDPOINTS"] == "http://127.0.0.1:3"
     assert built["lease-key"]["ETCD_ENDPOINTS"] == "http://127.0.0.1:3"
     assert [n for n, e in built.items() if "KEY_ENCRYPTION_KEY" in e] == ["sign-tx"]
+    # The caller tokens' secret: lease-key answers sign-tx only (issue 7).
+    assert sorted(n for n, e in built.items() if "LEASE_KEY_TOKEN_SECRET" in e) == [
+        "lease-key", "sign-tx"]
+    assert "LEASE_KEY_TOKEN_SECRET" not in reader_env
     assert "KEY_ENCRYPTION_KEY" not in reader_env
     assert reader_env["BROKER_URL"] == env["BROKER_URL"]
     assert "user=batch" in reader_env["DATABASE_URL"]

@@ -1,7 +1,8 @@
 """lease-key: hands out one signing key of the pool in etcd at a time.
 
-decode (the edge) → decide (pure, function.decide) → act (one etcd transaction,
-function.pool) → answer: `key.leased` / `key.released`, or a problem.
+admit (sign-tx's caller token, nothing else: eventing.auth.Callers) → decode (the edge)
+→ decide (pure, function.decide) → act (one etcd transaction, function.pool) → answer:
+`key.leased` / `key.released`, or a problem.
 
 It keeps no state in PostgreSQL and so has no inbox: every operation is idempotent by
 itself (a redelivered `key.lease` gets the lock its event already holds; a repeated
@@ -17,12 +18,12 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, Final, NoReturn
 
 import aetcd
 from pydantic import Field
 
-from eventing import etcd
+from eventing import auth, etcd
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, NotFound, Unavailable
 from eventing.etcd import first_endpoint
@@ -60,6 +61,10 @@ from function.pool import Grant, KeyPool, Layout
 
 log = logging.getLogger(__name__)
 
+# Who may call lease-key (issue 7): sign-tx, the only function that signs. The broker
+# never delivers to lease-key.
+CALLERS: Final = frozenset({"sign-tx"})
+
 # A lease decided on a snapshot that changed before its transaction (another request took
 # the key first) is decided again on a fresh one, with a wider choice each time; past this
 # many rounds the pool is too contended for this request, which gets 503 and comes back.
@@ -73,6 +78,9 @@ class LeaseKeySettings(Settings):
     etcd_prefix: str = Field(default="/eventworks/keys/", alias="ETCD_PREFIX",
                              pattern=r"^/eventworks/([A-Za-z0-9._-]+/)+$")
     etcd_timeout_seconds: float = Field(default=5.0, alias="ETCD_TIMEOUT_SECONDS", gt=0, le=60)
+    # Shared with sign-tx alone (a Secret mounted into these two): its caller tokens are
+    # the only calls answered. Required: without it lease-key would answer anyone.
+    caller_secret: auth.Hs256Secret = Field(alias="LEASE_KEY_TOKEN_SECRET")
 
     @property
     def etcd_host_port(self) -> tuple[str, int]:
@@ -98,6 +106,7 @@ class Function(Edge[LeaseKeySettings]):
     def __init__(self) -> None:
         super().__init__()
         self._pool: KeyPool | None = None
+        self._callers: auth.Callers | None = None
         # What a lease decision other than Acquire answers (None: decide again).
         self._lease_answers: Mapping[type[LeaseDecision], Callable[[Any], Awaitable[
             Reply | None]]] = {Replay: self._replay, NoFreeKey: self._no_free_key,
@@ -111,10 +120,16 @@ class Function(Edge[LeaseKeySettings]):
     # -- lifecycle: the etcd client is made in start, reported by ready --------------------
     def _start(self, cfg: Mapping[str, str]) -> None:
         super()._start(cfg)
+        self._callers = auth.Callers(self.settings.caller_secret, self.name, CALLERS)
         host, port = self.settings.etcd_host_port
         client = aetcd.Client(host=host, port=port, timeout=self.settings.etcd_timeout_seconds)
         self._pool = KeyPool(client, Layout(self.settings.etcd_prefix))
         self._pool.probe_soon()
+
+    async def admit(self, authorization: str | None) -> None:
+        if self._callers is None:  # not started: nothing is answered
+            raise Unavailable("lease-key has not started", retry_after=1)
+        self._callers.admit(authorization)
 
     @property
     def pool(self) -> KeyPool:

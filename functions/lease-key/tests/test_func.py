@@ -5,24 +5,48 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import secrets
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
+from eventing import auth
 from eventing.settings import SettingsError
 from function import new
 from stack import keys
-from tests.factory import cloudevent, post_to, probed_ready, served
+from tests.factory import Event, post_to, probed_ready, served
+from tests.factory import cloudevent as anonymous
 
 pytestmark = pytest.mark.stack
 
 LEASE = "dev.eventworks.key.lease"
 RENEW = "dev.eventworks.key.renew"
 RELEASE = "dev.eventworks.key.release"
+# The secret sign-tx and lease-key share (LEASE_KEY_TOKEN_SECRET); tests sign with it.
+CALLER_SECRET = "lease-key-tests-" + "k" * 32
+
+
+def called_by(event, caller="sign-tx", *, secret=CALLER_SECRET, audience="lease-key",
+              ttl=60, now=None):
+    """The event as `caller` sends it: with a caller token (sign-tx's, by default)."""
+    token = auth.caller_token(secret, caller, audience, ttl_seconds=ttl, now=now)
+    return with_authorization(event, f"Bearer {token}")
+
+
+
+def cloudevent(event_type, data, **kw):
+    """An event as sign-tx sends it (with its caller token): what lease-key answers."""
+    return called_by(anonymous(event_type, data, **kw))
+
+
+def with_authorization(event, authorization):
+    return dataclasses.replace(event, headers={**event.headers,
+                                               "authorization": authorization})
 
 
 @pytest.fixture
@@ -32,7 +56,8 @@ def prefix():
 
 @pytest.fixture
 def env(stack_env, prefix):
-    return {"ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix}
+    return {"ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix,
+            "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET}
 
 
 @pytest.fixture
@@ -70,7 +95,7 @@ def reply_of(response):
     return from_http_event(HTTPMessage(headers=dict(response.headers), body=response.content))
 
 
-async def post(client, event):
+async def post(client, event: Event):
     return await client.post("/", content=event.body, headers=dict(event.headers))
 
 
@@ -325,7 +350,8 @@ async def test_given_unknown_event_type_when_posted_then_400_naming_type(env):
 
 
 async def test_given_etcd_down_when_leased_then_503_with_retry_after(unused_port):
-    env = {"ETCD_ENDPOINTS": f"http://127.0.0.1:{unused_port}", "ETCD_TIMEOUT_SECONDS": "2"}
+    env = {"ETCD_ENDPOINTS": f"http://127.0.0.1:{unused_port}", "ETCD_TIMEOUT_SECONDS": "2",
+           "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET}
     function = new()
     async with served(function, env) as client:
         response = await post(client, lease())
@@ -341,9 +367,15 @@ async def test_given_started_function_when_probed_then_ready_once_etcd_answers(e
         assert (await client.get("/health/liveness")).status_code == 200
 
 
-@pytest.mark.parametrize("env", [{}, {"ETCD_ENDPOINTS": "https://etcd:2379"},
+@pytest.mark.parametrize("env", [{}, {"ETCD_ENDPOINTS": "https://etcd:2379",
+                                      "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET},
                                  {"ETCD_ENDPOINTS": "http://127.0.0.1:2379",
-                                  "ETCD_PREFIX": "/elsewhere/"}])
+                                  "ETCD_PREFIX": "/elsewhere/",
+                                  "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET},
+                                 # Without the caller secret it would answer anyone.
+                                 {"ETCD_ENDPOINTS": "http://127.0.0.1:2379"},
+                                 {"ETCD_ENDPOINTS": "http://127.0.0.1:2379",
+                                  "LEASE_KEY_TOKEN_SECRET": "short"}])
 async def test_given_bad_settings_when_started_then_start_fails_and_not_ready(env):
     function = new()
     with pytest.raises(SettingsError):
@@ -351,3 +383,57 @@ async def test_given_bad_settings_when_started_then_start_fails_and_not_ready(en
     ready, why = function.ready()
     assert not ready
     assert "SettingsError" in why
+
+
+# -- who may call: sign-tx's caller token, nothing else (issue 7) ----------------------------
+def refused_event(how):
+    event = anonymous(LEASE, {"worker_id": "intruder", "ttl_seconds": 30},
+                      source="/eventworks/sign-tx")
+    return {
+        "no token": event,
+        "another scheme": with_authorization(event, "Basic c2lnbi10eDpzZWNyZXQ="),
+        "not a JWT": with_authorization(event, "Bearer not-a-jwt"),
+        "forged": called_by(event, secret="another-secret-of-32-bytes-or-more!"),
+        "expired": called_by(event, now=time.time() - 600),
+        "wrong audience": called_by(event, audience="verify-tx"),
+        "long-lived": called_by(event, ttl=3600),
+        "unsigned (alg none)": with_authorization(event, "Bearer " + ".".join(
+            base64.urlsafe_b64encode(json.dumps(part).encode()).decode().rstrip("=")
+            for part in ({"alg": "none", "typ": "JWT"},
+                         {"sub": "sign-tx", "aud": "lease-key", "iat": int(time.time()),
+                          "exp": int(time.time()) + 60})) + "."),
+    }[how]
+
+
+@pytest.mark.parametrize("how", ["no token", "another scheme", "not a JWT", "forged", "expired",
+                                 "wrong audience", "long-lived", "unsigned (alg none)"])
+async def test_given_a_call_without_sign_txs_valid_caller_token_when_leasing_then_401_and_nothing_leased(  # noqa: E501
+        env, etcd, prefix, kek, how):
+    await seed(etcd, prefix, kek, 1)
+    response = await post_to(new(), refused_event(how), env=env)
+    assert response.status_code == 401, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["field"] == "header authorization"
+    assert list(await etcd.get_prefix((prefix + "locks/").encode())) == []
+
+
+async def test_given_a_valid_token_of_another_caller_when_leasing_then_403_and_nothing_leased(
+        env, etcd, prefix, kek):
+    await seed(etcd, prefix, kek, 1)
+    response = await post_to(new(), called_by(lease(), "verify-tx"), env=env)
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert list(await etcd.get_prefix((prefix + "locks/").encode())) == []
+
+
+@pytest.mark.parametrize("event_type", [RENEW, RELEASE])
+async def test_given_no_caller_token_when_renewing_or_releasing_then_401(env, event_type):
+    data = {"lease_id": "7abcdef012345678", "address": "0x" + "11" * 20}
+    response = await post_to(new(), anonymous(event_type, data), env=env)
+    assert response.status_code == 401
+
+
+async def test_given_sign_txs_caller_token_when_leasing_then_leased(env, etcd, prefix, kek):
+    (address,) = await seed(etcd, prefix, kek, 1)
+    response = await post_to(new(), called_by(lease(), "sign-tx"), env=env)
+    assert reply_of(response).get_data()["address"] == address

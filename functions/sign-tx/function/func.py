@@ -2,9 +2,10 @@
 
 decode (the edge) → decide (pure, function.decide: what to sign) → act, in the edge's
 transaction, whose inbox row is already claimed: a request signed before is answered
-with its stored transaction; otherwise lease a key (lease-key), read and decrypt it
-(etcd), check the lease's fencing token, allocate the nonce, sign, store (function.store),
-release the key → answer `tx.signed`.
+with its stored transaction; otherwise check out a key lease (function.held: one held
+from an earlier request while it is fresh, else a new one from lease-key, its key read
+from etcd and decrypted), check the lease's fencing token, allocate the nonce, sign, store
+(function.store), give the lease back → answer `tx.signed`.
 
 The nonce and the signed transaction commit with the inbox row or not at all: a crash
 before the commit leaves no nonce used and no transaction stored, so the redelivery signs
@@ -25,7 +26,7 @@ import aetcd
 from psycopg import AsyncConnection
 from pydantic import Field, SecretStr, field_validator
 
-from eventing import etcd, ethereum, keypool
+from eventing import auth, etcd, ethereum, keypool
 from eventing.denominations import DEFAULT_REGISTRY, Registry
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, InvalidEvent, Unavailable
@@ -53,7 +54,8 @@ from function.decide import (
     payout_request,
     tx_request,
 )
-from function.lease import LeaseKeyClient
+from function.held import HeldLeases
+from function.lease import CallerTokens, LeaseKeyClient
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +78,16 @@ class SignTxSettings(Settings):
     # A Secret given to sign-tx alone; SecretStr keeps it out of every repr and dump.
     key_encryption_key: SecretStr = Field(alias="KEY_ENCRYPTION_KEY")
     lease_key_url: str = Field(alias="LEASE_KEY_URL", pattern=r"^https?://")
+    # Shared with lease-key alone: sign-tx's caller tokens are the only calls it answers.
+    lease_key_token_secret: auth.Hs256Secret = Field(alias="LEASE_KEY_TOKEN_SECRET")
     lease_timeout_seconds: float = Field(default=5.0, alias="LEASE_TIMEOUT_SECONDS", gt=0,
                                          le=60)
     # A signature takes milliseconds; the TTL only bounds how long a crashed worker's key
     # stays locked.
     lease_ttl_seconds: int = Field(default=15, alias="LEASE_TTL_SECONDS", ge=1, le=600)
+    # A held lease unused this long goes back to lease-key, for other sign-tx instances.
+    # Short: between requests of a busy instance a lease is idle for milliseconds.
+    lease_idle_seconds: float = Field(default=0.25, alias="LEASE_IDLE_SECONDS", gt=0, le=60)
     worker_id: str = Field(default_factory=default_worker_id, alias="SIGNING_WORKER_ID",
                            pattern=r"^[\x21-\x7e]{1,200}$")
     # The chain payouts are made on (a transaction request names its own).
@@ -142,6 +149,7 @@ class Function(Edge[SignTxSettings]):
         super().__init__()
         self._etcd: aetcd.Client | None = None
         self._lease_key: LeaseKeyClient | None = None
+        self._leases: HeldLeases | None = None
         self._probe: asyncio.Task[None] | None = None
         self._etcd_error: str | None = None
 
@@ -155,7 +163,14 @@ class Function(Edge[SignTxSettings]):
         settings = self.settings
         self._etcd = keypool.client_for(settings.etcd_endpoints, settings.etcd_timeout_seconds)
         self._lease_key = LeaseKeyClient(settings.lease_key_url, settings.worker_id,
+                                         CallerTokens(settings.lease_key_token_secret),
                                          timeout=settings.lease_timeout_seconds)
+        # As many keys as requests can sign at once: each holds a database connection.
+        self._leases = HeldLeases(self._lease_key, self.signing_key,
+                                  ttl_seconds=settings.lease_ttl_seconds,
+                                  max_held=settings.database_pool_size,
+                                  idle_seconds=settings.lease_idle_seconds)
+        self._leases.start()
         self._probe_soon()
 
     def _probe_soon(self) -> None:
@@ -194,6 +209,9 @@ class Function(Edge[SignTxSettings]):
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        if self._leases is not None:
+            await self._leases.aclose()
+            self._leases = None
         if self._etcd is not None:
             await self._etcd.close()
             self._etcd = None
@@ -208,10 +226,10 @@ class Function(Edge[SignTxSettings]):
         return self._etcd
 
     @property
-    def lease_key(self) -> LeaseKeyClient:
-        if self._lease_key is None:
+    def leases(self) -> HeldLeases:
+        if self._leases is None:
             raise RuntimeError("the function has not been started")
-        return self._lease_key
+        return self._leases
 
     # -- decode → decide ------------------------------------------------------------------
     async def on_sign_requested(self, delivery: Delivery[TxSignRequested]) -> Reply:
@@ -249,10 +267,12 @@ class Function(Edge[SignTxSettings]):
     async def sign_new(self, tx: AsyncConnection, request: SignRequest,
                        traceparent: str | None) -> store.Signed:
         settings = self.settings
-        leased = await self.lease_key.lease(settings.lease_ttl_seconds, request.request_id,
-                                            traceparent)
-        try:
-            key = await self.signing_key(leased)
+        # A lease held from an earlier request, or a new one (function.held). The release
+        # of a lease may come before this transaction's commit, and that is safe: the next
+        # holder of the key waits for this transaction's nonce row lock and then counts on
+        # from its nonce.
+        async with self.leases.checkout(request.request_id, traceparent) as held:
+            leased, key = held.leased, held.key
             stale = await store.fence(tx, key.address, leased.fencing_token, leased.lease_id,
                                       settings.worker_id)
             if stale is not None:
@@ -268,10 +288,6 @@ class Function(Edge[SignTxSettings]):
                 fencing_token=leased.fencing_token, lease_id=leased.lease_id,
                 worker_id=settings.worker_id)
             await store.insert(tx, signed)
-        finally:
-            # Before the commit, and that is safe: the next holder of the key waits for
-            # this transaction's nonce row lock and then counts on from its nonce.
-            await self.lease_key.release(leased, traceparent)
         log.info("transaction signed", extra={
             "request_id": signed.request_id, "from": signed.sender, "chain_id": signed.chain_id,
             "nonce": signed.nonce, "tx_hash": "0x" + signed.tx_hash.hex(),
@@ -280,7 +296,8 @@ class Function(Edge[SignTxSettings]):
 
     async def signing_key(self, leased: KeyLeased) -> keypool.SigningKey:
         """The leased key, read from etcd and decrypted here: it is in plain text only in
-        this process's memory, only while the lease is held."""
+        this process's memory, only while the lease is held (function.held keeps it with
+        its lease)."""
         with etcd_errors():
             return await keypool.read_key(self.etcd, keypool.Pool(self.settings.etcd_prefix),
                                           self.settings.kek, leased.address)

@@ -1,13 +1,16 @@
 """sign-tx's side of lease-key: CloudEvents request/reply over HTTP, in binary mode.
 
 lease-key is called directly (LEASE_KEY_URL), not through the broker: a lease is needed
-now, for this request, and its answer is the reply. What lease-key answers that is not a
+now, for this request, and its answer is the reply. Every call carries a caller token
+(`Authorization: Bearer`, HS256 from LEASE_KEY_TOKEN_SECRET, which only sign-tx and
+lease-key hold): lease-key answers nobody else. What lease-key answers that is not a
 lease becomes the edge's vocabulary, so the broker retries the request that needed it.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,14 +18,18 @@ from typing import Any
 import httpx
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_binary_event
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
+from eventing import auth
 from eventing.errors import Conflict, EventworksError, Unavailable
 from eventing.events import KEY_LEASE, KEY_LEASED, KEY_RELEASE, KeyLease, KeyLeased, KeyRelease
 
 log = logging.getLogger(__name__)
 
 SOURCE = "/eventworks/sign-tx"
+# Who calls (the token's `sub`) and whom (its `aud`): lease-key answers sign-tx only.
+CALLER = "sign-tx"
+AUDIENCE = "lease-key"
 
 
 class LeaseKeyFailed(Exception):
@@ -50,12 +57,34 @@ def _detail(response: httpx.Response) -> str:
         return response.reason_phrase
 
 
+class CallerTokens:
+    """sign-tx's caller tokens for lease-key (eventing.auth.Callers checks them), minted
+    from the secret the two share and reused for half their life: a token is never sent
+    with less than half of it left."""
+
+    def __init__(self, secret: SecretStr, *, clock: Callable[[], float] = time.time) -> None:
+        self._secret = secret
+        self._clock = clock
+        self._token = ""
+        self._renew_at = 0.0
+
+    def header(self) -> str:
+        now = self._clock()
+        if now >= self._renew_at:
+            self._token = auth.caller_token(self._secret.get_secret_value(), CALLER, AUDIENCE,
+                                            now=now)
+            self._renew_at = now + auth.CALLER_TOKEN_SECONDS / 2
+        return f"Bearer {self._token}"
+
+
 class LeaseKeyClient:
     """One HTTP client to lease-key for the function instance; made in `start`."""
 
-    def __init__(self, url: str, worker_id: str, *, timeout: float) -> None:
+    def __init__(self, url: str, worker_id: str, tokens: CallerTokens, *,
+                 timeout: float) -> None:
         self.url = url
         self.worker_id = worker_id
+        self._tokens = tokens
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
@@ -72,8 +101,8 @@ class LeaseKeyClient:
         if traceparent is not None:
             attributes["traceparent"] = traceparent
         message = to_binary_event(CloudEvent(attributes, data.model_dump(mode="json")))
-        return await self._http.post(self.url, headers=dict(message.headers),
-                                     content=message.body)
+        headers = {**message.headers, "authorization": self._tokens.header()}
+        return await self._http.post(self.url, headers=headers, content=message.body)
 
     async def lease(self, ttl_seconds: int, request_id: str,
                     traceparent: str | None = None) -> KeyLeased:

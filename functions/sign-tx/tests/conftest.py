@@ -28,6 +28,9 @@ from stack.processes import free_port, spawn, tail, terminate
 
 ROOT = Path(__file__).resolve().parents[3]
 LEASE_KEY = ROOT / "functions" / "lease-key"
+# The secret of sign-tx's caller tokens, shared with this module's lease-key (as the
+# Secret eventworks-lease-key-token is in a cluster).
+CALLER_SECRET = "sign-tx-tests-" + "c" * 32
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +45,8 @@ def lease_key_url(stack_env, prefix, tmp_path_factory) -> Iterator[str]:
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"),
            "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(LEASE_KEY), str(ROOT)]),
-           "ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix}
+           "ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix,
+           "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET}
     _, running = spawn("lease-key-for-sign-tx-tests", [sys.executable, "-m", "stack.scaffold"],
                        env=env, log=log, cwd=LEASE_KEY, ports=(port,))
     url = f"http://127.0.0.1:{port}"
@@ -84,5 +88,6 @@ def env(stack_env, prefix, kek, lease_key_url) -> dict[str, str]:
     return {"DATABASE_URL": stack_env["DATABASE_URL_SIGNING"],
             "ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix,
             "KEY_ENCRYPTION_KEY": base64.b64encode(kek).decode(),
-            "LEASE_KEY_URL": lease_key_url, "SIGNING_CHAIN_ID": "1",
+            "LEASE_KEY_URL": lease_key_url, "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET,
+            "SIGNING_CHAIN_ID": "1",
             "SIGNING_WORKER_ID": "worker-1"}

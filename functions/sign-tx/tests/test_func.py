@@ -164,6 +164,22 @@ async def test_given_sign_request_when_posted_then_tx_signed_that_decodes_and_re
     assert not await locks(etcd, prefix)   # the key was released
 
 
+async def test_given_requests_one_after_another_then_one_lease_signs_them_all_in_nonce_order(
+        env, etcd, prefix, kek, stack_env):
+    # Issue 8: a lease is reused while it is fresh (function.held), not taken per request;
+    # each transaction is still fenced and counts its own nonce.
+    await seed(etcd, prefix, kek, 2)
+    # Long enough that no pause of a busy machine ends the lease's reuse in this test.
+    patient = {**env, "LEASE_IDLE_SECONDS": "60", "LEASE_TTL_SECONDS": "600"}
+    async with serving(new(), patient) as client:
+        replies = [reply_of(await post(client, sign_requested())).get_data() for _ in range(5)]
+        held = await locks(etcd, prefix)
+    assert len({(r["from"], r["fencing_token"]) for r in replies}) == 1
+    assert [r["nonce"] for r in replies] == [0, 1, 2, 3, 4]
+    assert len(held) == 1                  # one key held between requests ...
+    assert not await locks(etcd, prefix)   # ... and given back at stop
+
+
 async def test_given_signed_request_when_redelivered_or_republished_then_same_transaction(
         env, etcd, prefix, kek, stack_env):
     await seed(etcd, prefix, kek, 2)
@@ -293,11 +309,29 @@ async def test_given_lease_key_down_when_posted_then_503(env, etcd, prefix, kek,
     assert "lease-key" in response.json()["detail"]
 
 
+async def test_given_a_caller_secret_lease_key_does_not_share_when_posted_then_nothing_signed(
+        env, etcd, prefix, kek, stack_env):
+    # lease-key answers sign-tx's caller tokens only: one under another secret is refused
+    # (401), so no key is leased and nothing is signed; the broker retries the 500.
+    await seed(etcd, prefix, kek, 1)
+    other = {**env, "LEASE_KEY_TOKEN_SECRET": "not-the-shared-secret-" + "x" * 32}
+    event = sign_requested()
+    async with serving(new(), other) as client:
+        response = await post(client, event)
+    assert response.status_code == 500
+    assert not await locks(etcd, prefix)
+    async with await psycopg.AsyncConnection.connect(stack_env["DATABASE_URL_SIGNING"]) as conn:
+        cur = await conn.execute("SELECT count(*) FROM transactions WHERE request_id = %s",
+                                 (json.loads(event.body)["request_id"],))
+        assert await cur.fetchone() == (0,)
+
+
 # -- the private key stays in sign-tx's memory ------------------------------------------------
 async def test_given_signing_and_failing_then_no_private_key_or_kek_in_logs_replies_or_reprs(
         env, etcd, prefix, kek, stack_env):
-    pool = await seed(etcd, prefix, kek, 1)
-    ((address, private_key),) = pool.items()
+    # Two keys: `function` keeps its lease for the requests after (function.held) until it
+    # is closed, so `misconfigured` leases the other.
+    pool = await seed(etcd, prefix, kek, 2)
     function, misconfigured = new(), new()
     wrong_kek = {**env, "KEY_ENCRYPTION_KEY": base64.b64encode(secrets.token_bytes(32)).decode()}
     # Both started first: a start configures logging afresh, which would drop the recorder.
@@ -316,8 +350,11 @@ async def test_given_signing_and_failing_then_no_private_key_or_kek_in_logs_repl
     assert any("transaction signed" in line for line in logs.lines)
     text = "\n".join([*logs.lines, *shown, *(a.text + repr(dict(a.headers))
                                              for a in [*answers, undecryptable])])
-    assert not [form for form in secret_forms(private_key, kek) if form in text]
-    assert repr(keypool.SigningKey(address, private_key)) == f"SigningKey(address='{address}')"
+    assert not [form for private_key in pool.values()
+                for form in secret_forms(private_key, kek) if form in text]
+    for address, private_key in pool.items():
+        assert repr(keypool.SigningKey(address, private_key)) == \
+            f"SigningKey(address='{address}')"
 
 
 # -- four workers, forty requests, each delivered twice, three keys ---------------------------
@@ -423,7 +460,8 @@ async def test_given_lease_ran_out_and_key_leased_again_when_late_write_then_ref
     assert counter == [(1,)]
     again = reply_of(retried).get_data()
     assert again["nonce"] == 1
-    assert again["fencing_token"] > signed_b["fencing_token"]
+    # Under worker B's lease, still held and fresh (function.held), or a later one.
+    assert again["fencing_token"] >= signed_b["fencing_token"]
     # lease-key remembers which worker held the key when its lease ran out, on which request.
     record = await etcd.get(
         f"{prefix}failures/{address}/{first_lease.fencing_token:020d}".encode())
@@ -438,6 +476,8 @@ async def test_given_lease_ran_out_and_key_leased_again_when_late_write_then_ref
 @pytest.mark.parametrize(("drop", "change", "named"), [
     ("KEY_ENCRYPTION_KEY", {}, "KEY_ENCRYPTION_KEY"),
     ("LEASE_KEY_URL", {}, "LEASE_KEY_URL"),
+    ("LEASE_KEY_TOKEN_SECRET", {}, "LEASE_KEY_TOKEN_SECRET"),
+    (None, {"LEASE_KEY_TOKEN_SECRET": "too-short"}, "LEASE_KEY_TOKEN_SECRET"),
     ("ETCD_ENDPOINTS", {}, "ETCD_ENDPOINTS"),
     (None, {"KEY_ENCRYPTION_KEY": base64.b64encode(b"sixteen byte key").decode()},
      "KEY_ENCRYPTION_KEY"),

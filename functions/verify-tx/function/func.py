@@ -242,11 +242,3 @@ class Function(Edge[VerifySettings]):
             " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
             (slot.sender, slot.chain_id, slot.nonce, slot.signing_hash, claim.tx_hash,
              claim.request_id, slot.fencing_token, envelope.source, envelope.id))
-        # Only a recorded payload moves the fence: a replay or a refused event cannot
-        # raise it, so no copy of an old event can lock a sender out.
-        await tx.execute(
-            "INSERT INTO fencing AS f (sender, highest_token) VALUES (%s, %s)"
-            " ON CONFLICT (sender) DO UPDATE"
-            "   SET highest_token = GREATEST(f.highest_token, EXCLUDED.highest_token),"
-            "       updated_at = now()",
-            (slot.sender, slot.fencing_token))

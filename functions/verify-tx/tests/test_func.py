@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import pytest
 import rlp  # type: ignore[import-untyped]
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
@@ -368,6 +369,20 @@ async def test_given_rejected_events_with_high_tokens_then_fence_does_not_move(e
         tx_signed(key.sign(1), sender=key.address, nonce=1, token=6))
     assert [verdict(r) for r in responses] == ["verified", "double_sign", "sender_mismatch",
                                                "verified"]
+
+
+async def test_given_migration_0010_when_verifying_then_no_per_sender_fence_table_is_needed(env):
+    # The fence is read per nonce from verify.signed; verify.fencing was written and never
+    # read, so 0010 dropped it, and a verification (which wrote it) still records its slot.
+    key = Key.fresh()
+    responses = await post_all(env, tx_signed(key.sign(0), sender=key.address, nonce=0,
+                                              token=4))
+    assert [verdict(r) for r in responses] == ["verified"]
+    async with await psycopg.AsyncConnection.connect(env["DATABASE_URL"]) as conn:
+        cur = await conn.execute("SELECT to_regclass('verify.fencing'),"
+                                 " (SELECT fencing_token FROM verify.signed WHERE sender = %s)",
+                                 (key.address.lower(),))
+        assert await cur.fetchone() == (None, 4)
 
 
 async def test_given_two_payloads_for_one_slot_concurrently_then_exactly_one_verified(env):
