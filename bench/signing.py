@@ -40,6 +40,7 @@ import psycopg
 from batch import reader, requests
 from bench.measure import percentile
 from bench.processes import BenchFailure
+from bench.workloads import lease_key_caller
 from broker.connections import Connections, DeliveryError, DeliveryTimeout
 from eventing import ethereum
 from eventing.events import KEY_LEASE, KEY_RELEASE
@@ -225,24 +226,27 @@ def bare_loop(mocked: Sequence[requests.TxRequest], runs: int = BARE_RUNS) -> Ba
 
 # -- 3. leases ----------------------------------------------------------------------------------
 
-def _event(event_type: str, data: Mapping[str, Any]) -> tuple[dict[str, str], bytes]:
+def _event(event_type: str, data: Mapping[str, Any],
+           caller: str) -> tuple[dict[str, str], bytes]:
     headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": SOURCE,
-               "ce-type": event_type, "content-type": "application/json"}
+               "ce-type": event_type, "content-type": "application/json",
+               "authorization": caller}
     return headers, json.dumps(data).encode()
 
 
 class _Worker(threading.Thread):
-    def __init__(self, url: str, number: int, until: float, connections: Connections,
-                 start: threading.Barrier) -> None:
+    def __init__(self, url: str, caller: str, number: int, until: float,
+                 connections: Connections, start: threading.Barrier) -> None:
         super().__init__(name=f"lease-{number}", daemon=True)
         self.url, self.until, self.connections, self.barrier = url, until, connections, start
+        self.caller = caller
         self.worker_id = f"bench-{number}-{uuid.uuid4().hex[:6]}"
         self.acquired = self.refused = 0
         self.latencies_ms: list[float] = []
         self.failure: str | None = None
 
     def _post(self, event_type: str, data: Mapping[str, Any]) -> tuple[int, bytes]:
-        headers, body = _event(event_type, data)
+        headers, body = _event(event_type, data, self.caller)
         answer = self.connections.post(self.url, body, headers, REQUEST_TIMEOUT)
         return answer.status, answer.body
 
@@ -274,11 +278,11 @@ class _Worker(threading.Thread):
             self.connections.close()
 
 
-def leases(url: str, workers: int, seconds: float) -> Leases:
+def leases(url: str, caller: str, workers: int, seconds: float) -> Leases:
     connections = Connections()
     barrier = threading.Barrier(workers + 1)
     until = time.perf_counter() + seconds + 1.0  # reset below, once all are started
-    crew = [_Worker(url, n, until, connections, barrier) for n in range(workers)]
+    crew = [_Worker(url, caller, n, until, connections, barrier) for n in range(workers)]
     for worker in crew:
         worker.start()
     started = time.perf_counter()
@@ -319,5 +323,6 @@ def run(stack_env: Mapping[str, str], *, transactions: int = TRANSACTIONS,
     for workers in lease_workers:
         say(f"  leases: {workers} workers for {lease_seconds:g} s "
             f"({keys_in_pool} keys in the pool)…", flush=True)
-        measured.append(leases(stack_env["FUNCTION_LEASE_KEY_URL"], workers, lease_seconds))
+        measured.append(leases(stack_env["FUNCTION_LEASE_KEY_URL"],
+                               lease_key_caller(stack_env), workers, lease_seconds))
     return SigningResult(e2e, bare, measured, keys_in_pool)
