@@ -42,6 +42,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -375,6 +376,8 @@ def _tally(what: str, reasons: Mapping[str, str]) -> dict[str, int]:
 # -- the bounty flow: comment → pledge → funded; /link → SIWE; merge → claimed → paid -------
 PARSE_COMMENT_DATA = ROOT / "functions" / "parse-comment" / "tests" / "data"
 PAID, FUNDED = "paid", "funded"
+# The bot's one comment per bounty starts with this marker (parse-comment's render.py).
+BOUNTY_MARKER = re.compile(r"<!-- eventworks:bounty:(?P<bounty_id>[^ ]+) -->")
 
 
 @dataclass
@@ -436,7 +439,7 @@ class Bounty:
         self.pledged: set[str] = set()
         self.verdicts: dict[str, int] = {}
         self.lock = threading.Lock()
-        self.last_look = 0.0
+        self.last_look: dict[str, float] = {}
 
     @property
     def sent(self) -> list[str]:
@@ -591,8 +594,10 @@ class Bounty:
     STEPS: ClassVar[Mapping[str, Callable[[Bounty, Seen], None]]] = {}
 
     def _merge_ready_issues(self) -> None:
-        """An issue's pull request is merged once each of its bounties is funded or ended,
-        and its solver linked (a solver whose link was dead-lettered ends them unpaid)."""
+        """An issue's pull request is merged once the bot's comment of each of its bounties
+        says funded (or the bounty ended), and its solver is linked: the order a maintainer
+        sees on GitHub (a solver whose link was dead-lettered ends them unpaid)."""
+        waiting: dict[int, list[Offer]] = {}
         for issue, solver in self.solvers.items():
             offers = [o for o in self.offers if o.issue == issue]
             if issue in self.merged:
@@ -602,9 +607,17 @@ class Bounty:
                     if not offer.ended:
                         offer.reason = f"the solver never linked: {solver.reason}"
                 continue
-            if not solver.linked or not all(o.ended or o.state == FUNDED for o in offers):
+            if solver.linked and all(o.ended or o.state == FUNDED for o in offers):
+                waiting[issue] = [o for o in offers if not o.ended]
+        if not waiting or not self._due("funded"):
+            return
+        comments = self.comments()
+        for issue, offers in waiting.items():
+            if not all(any("funded" in str(c["body"]).lower() and not c["deleted"]
+                           for c in comments.get(o.bounty_id, [])) for o in offers):
                 continue
             self.merged.add(issue)
+            solver = self.solvers[issue]
             payload = self._payload("pull_request.closed.merged.json")
             number = 10_000 + issue
             payload.update(number=number)
@@ -614,10 +627,16 @@ class Bounty:
             payload["pull_request"]["user"].update(login=solver.login, id=solver.id)
             self.items[self.sender.webhook("pull_request", payload)] = f"merge:{issue}"
 
+    def _due(self, look: str) -> bool:
+        """Whether the bot's comments may be read again for `look` (every two seconds)."""
+        if time.monotonic() - self.last_look.get(look, 0.0) < 2.0:
+            return False
+        self.last_look[look] = time.monotonic()
+        return True
+
     def _look_for_paid_comments(self) -> None:
-        if time.monotonic() - self.last_look < 2.0:
+        if not self._due("paid"):
             return
-        self.last_look = time.monotonic()
         comments = self.comments()
         for offer in self.offers:
             if offer.state == "verified" and any(
@@ -632,19 +651,21 @@ class Bounty:
         response.raise_for_status()
         found: dict[str, list[dict[str, Any]]] = {}
         for comment in response.json():
-            first = str(comment["body"]).split("\n", 1)[0]
-            for bounty_id in self.by_bounty:
-                if "eventworks:" in first and bounty_id in first:
-                    found.setdefault(bounty_id, []).append(comment)
+            marked = BOUNTY_MARKER.match(str(comment["body"]))
+            if marked is not None:  # not its notices (`claim:…`, `link:…`)
+                found.setdefault(marked["bounty_id"], []).append(comment)
         return found
 
     def problems(self, watch: Watch) -> list[str]:
         found: list[str] = []
         stuck = [o for o in self.offers if not o.ended]
         if stuck:
-            states = Counter(o.state for o in stuck)
+            states = Counter(o.state + (" after the merge" if o.issue in self.merged else "")
+                             for o in stuck)
             found.append(f"bounty: {len(stuck)} bounties stuck (" + ", ".join(
-                f"{n} {state}" for state, n in sorted(states.items())) + ")")
+                f"{n} {state}" for state, n in sorted(states.items())) + "), e.g. "
+                f"{stuck[0].bounty_id or stuck[0].comment_id} on issue #{stuck[0].issue} "
+                f"of {self.repository}")
         twice = [b for b, ids in self.payouts.items() if len(ids) > 1]
         if twice:
             found.append(f"bounty: {len(twice)} bounties with more than one payout, e.g. "
