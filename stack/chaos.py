@@ -232,6 +232,7 @@ class Sender:
         self.env = env
         self.client = httpx.Client(timeout=30)
         self.sent: list[str] = []
+        self.refused: list[str] = []  # what an edge would not take: a finding, not a crash
         self.lock = threading.Lock()
 
     def _post(self, url: str, body: bytes, headers: Mapping[str, str], ident: str) -> bool:
@@ -248,7 +249,12 @@ class Sender:
                 with self.lock:
                     self.sent.append(ident)
                 return True
-            raise RuntimeError(f"{url} answered {response.status_code}: {response.text[:300]}")
+            with self.lock:
+                self.refused.append(f"{url} answered {response.status_code}: "
+                                    f"{response.text[:300]}")
+            return False
+        with self.lock:
+            self.refused.append(f"{url} did not answer after 20 tries")
         return False
 
     def broker(self, event_type: str, data: Any, *, token: str | None = None,
@@ -961,6 +967,10 @@ def not_lost(loads: Sequence[Workload], watch: Watch) -> list[str]:
     missing = [i for load in loads for i in load.sent if i not in on_topic]
     found = [f"{len(missing)} accepted events never reached the broker topic, e.g. "
              f"{missing[0]}"] if missing else []
+    refused = [r for load in loads if isinstance(load, (Bounty, Todo))
+               for r in load.sender.refused]
+    if refused:
+        found.append(f"{len(refused)} events refused at the edge, e.g. {refused[0]}")
     unexplained = [s for s in watch.letters if not s.reason]
     if unexplained:
         found.append(f"{len(unexplained)} dead letters without knativeerrorcode/dest, e.g. "
