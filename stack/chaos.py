@@ -727,6 +727,9 @@ Bounty.STEPS = {
 
 
 # -- the todo/accounting flow: tasks made, assigned and completed with tokens ----------------
+FACT_KINDS = {"dev.eventworks.todo.task.assigned": "fee",
+              "dev.eventworks.todo.task.completed": "reward"}
+
 @dataclass
 class Chore:
     """One task's commands, and what the run saw of them."""
@@ -768,6 +771,10 @@ class Todo:
         self.commands: dict[str, Chore] = {}  # command id → its chore
         self.model: dict[str, Decimal] = dict.fromkeys(self.workers, Decimal(0))
         self.balances: dict[str, Decimal] = {}
+        # Task facts the broker dead-lettered on their way to the ledger: (task, kind) →
+        # (worker, signed amount). Explained, so the model leaves out those whose entry is
+        # missing (a second copy of the fact may still have been booked).
+        self.unbooked: dict[tuple[str, str], tuple[str, Decimal]] = {}
         self.verdicts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.last_look = 0.0
@@ -797,7 +804,9 @@ class Todo:
         steps: list[tuple[Chore, str, str, dict[str, Any]]] = []
         with self.lock:
             for seen in new:
-                if seen.letter:
+                if seen.letter and seen.type in FACT_KINDS:
+                    self._unbooked(seen)
+                elif seen.letter:
                     reason = f"dead-lettered ({seen.reason or 'no reason given'})"
                     one = self.commands.get(seen.id)
                     for chore in self.lists.get(seen.id) or ([one] if one else []):
@@ -814,8 +823,35 @@ class Todo:
         if time.monotonic() - self.last_look < 2.0:
             return False
         self.last_look = time.monotonic()
+        return not self.wrong()
+
+    def _unbooked(self, seen: Seen) -> None:
+        task, kind = seen.data if isinstance(seen.data, dict) else {}, FACT_KINDS[seen.type]
+        if task.get("assignee") in self.model and any(
+                c.task_id == task.get("task_id") for c in self.chores):
+            amount = Decimal(task["assign_fee"]) * -1 if kind == "fee" else Decimal(
+                task["reward"])
+            self.unbooked[(task["task_id"], kind)] = (task["assignee"], amount)
+
+    def expected(self) -> dict[str, Decimal]:
+        """The model, less the dead-lettered facts the ledger did not book."""
+        expected = dict(self.model)
+        if not self.unbooked:
+            return expected
+        with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
+            booked = set(conn.execute(
+                "SELECT ref, kind FROM accounting.journals WHERE ref = ANY(%s)",
+                ([task for task, _ in self.unbooked],)).fetchall())
+        for (task, kind), (worker, amount) in self.unbooked.items():
+            if (task, kind) not in booked:
+                expected[worker] -= amount
+        return expected
+
+    def wrong(self) -> dict[str, tuple[Decimal, Decimal]]:
+        """Workers whose ledger balance is not what the model expects: (ledger, model)."""
         self.balances = self.ledger_balances()
-        return all(self.balances.get(w, Decimal(0)) == m for w, m in self.model.items())
+        return {w: (self.balances.get(w, Decimal(0)), m) for w, m in self.expected().items()
+                if self.balances.get(w, Decimal(0)) != m}
 
     def _result(self, seen: Seen) -> list[tuple[Chore, str, str, dict[str, Any]]]:
         command_id, command = seen.field("command_id"), seen.field("command")
@@ -871,9 +907,7 @@ class Todo:
         if unbalanced:
             found.append(f"todo: {len(unbalanced)} journals do not sum to zero, e.g. "
                          f"{unbalanced[0][0]}")
-        self.balances = self.ledger_balances()
-        wrong = {w: (self.balances.get(w, Decimal(0)), m) for w, m in self.model.items()
-                 if self.balances.get(w, Decimal(0)) != m}
+        wrong = self.wrong()
         if wrong:
             worker, (ledger, model) = next(iter(wrong.items()))
             found.append(f"todo: {len(wrong)} balances differ from the model, e.g. {worker}: "
@@ -884,6 +918,7 @@ class Todo:
             "journals": int(journals[0]) if journals else 0,
             "journals unbalanced (all)": len(unbalanced),
             "balances equal to the model": len(self.model) - len(wrong),
+            "facts dead-lettered before the ledger": len(self.unbooked),
             **_tally("ended", {str(i): c.reason for i, c in enumerate(self.chores)
                                if c.reason})}
         return found
