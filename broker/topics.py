@@ -58,6 +58,16 @@ def ensure_topic(bootstrap: Sequence[str], topic: str, partitions: int, *,
         log.info("topic exists", extra={"topic": topic})
 
 
+# Errors after which a producer never stores again: librdkafka flags some fatal, and reports
+# a fence on the record itself without the flag.
+FOR_GOOD = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                      KafkaError._FENCED, KafkaError._FATAL})
+
+
+def failed_for_good(error: KafkaError) -> bool:
+    return bool(error.fatal()) or error.code() in FOR_GOOD
+
+
 class Writer:
     """Produces with acks=all; `send` returns a Future resolved once Kafka acknowledged
     the record (or failed to). A thread of its own serves librdkafka's delivery reports,
@@ -98,7 +108,7 @@ class Writer:
         if error is None:
             future.set_result(Stored(message.topic(), message.partition(), message.offset()))
             return
-        if error.fatal():
+        if failed_for_good(error):
             # An idempotent producer that Kafka fenced (seen after SIGKILLed restarts in the
             # chaos run) fails every later record: without a new one, a dispatcher runs on
             # and delivers nothing, for good.
@@ -133,7 +143,7 @@ class Writer:
             future.set_exception(NotStored(f"the producer queue is full: {exc}"))
         except KafkaException as exc:
             error = exc.args[0]
-            if error.fatal():
+            if failed_for_good(error):
                 self._failed.set()
             kind = TooLarge if error.code() == KafkaError.MSG_SIZE_TOO_LARGE else NotStored
             future.set_exception(kind(error.str()))

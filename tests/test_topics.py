@@ -33,12 +33,25 @@ def test_given_a_fenced_producer_when_the_next_record_comes_then_a_new_producer_
     kafka, topic = writer
     assert kafka.store(topic, b"before", timeout=10).offset == 0
     failed: Future[topics.Stored] = Future()
-    # What librdkafka reports for a record once Kafka fenced the idempotent producer.
-    kafka._report(failed, KafkaError(KafkaError.PRODUCER_FENCED, "fenced", fatal=True), None)
+    # What librdkafka reports on a record once Kafka fenced the idempotent producer: the
+    # code, without the fatal flag (as the chaos run's dispatcher logged it).
+    kafka._report(failed, KafkaError(KafkaError.PRODUCER_FENCED, "There is a newer producer "
+                                     "with the same transactionalId which fences the current "
+                                     "one"), None)
     with pytest.raises(topics.NotStored):
         failed.result(0)
 
     assert kafka.store(topic, b"after", timeout=10).offset == 1
+    assert kafka.renewals == 1
+
+
+def test_given_a_fatal_error_when_the_next_record_comes_then_a_new_producer_stores_it(
+        writer: tuple[topics.Writer, str]) -> None:
+    kafka, topic = writer
+    failed: Future[topics.Stored] = Future()
+    kafka._report(failed, KafkaError(KafkaError._FATAL, "fatal", fatal=True), None)
+
+    assert kafka.store(topic, b"after", timeout=10).offset == 0
     assert kafka.renewals == 1
 
 
