@@ -868,6 +868,10 @@ class Todo:
         if mine is None or not isinstance(task, dict):
             return []
         chore = mine
+        if command in ("task.create", "task.assign", "task.complete"):
+            # One copy of a command may be dead-lettered while another was done: the
+            # result says it happened, so the chore goes on.
+            chore.reason = ""
         if command == "task.create" and chore.state == "create":
             chore.task_id, chore.state = task["task_id"], "assign"
             return [(chore, chore.owner, "task.assign", {
