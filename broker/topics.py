@@ -58,6 +58,16 @@ def ensure_topic(bootstrap: Sequence[str], topic: str, partitions: int, *,
         log.info("topic exists", extra={"topic": topic})
 
 
+# Errors after which a producer never stores again: librdkafka flags some fatal, and reports
+# a fence on the record itself without the flag.
+FOR_GOOD = frozenset({KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH,
+                      KafkaError._FENCED, KafkaError._FATAL})
+
+
+def failed_for_good(error: KafkaError) -> bool:
+    return bool(error.fatal()) or error.code() in FOR_GOOD
+
+
 class Writer:
     """Produces with acks=all; `send` returns a Future resolved once Kafka acknowledged
     the record (or failed to). A thread of its own serves librdkafka's delivery reports,
@@ -66,7 +76,7 @@ class Writer:
 
     def __init__(self, bootstrap: Sequence[str], *, client_id: str, timeout_ms: int,
                  max_event_bytes: int) -> None:
-        self._producer = Producer({
+        self._settings = {
             **config(bootstrap, client_id),
             "acks": "all",
             "enable.idempotence": True,
@@ -80,7 +90,11 @@ class Writer:
             "socket.timeout.ms": max(1000, timeout_ms // 2),
             # The body limit is MAX_EVENT_BYTES; headers and framing come on top.
             "message.max.bytes": max_event_bytes + 64 * 1024,
-        })
+        }
+        self._producer = Producer(self._settings)
+        self._swap = threading.Lock()
+        self._failed = threading.Event()  # the producer hit a fatal error: replace it
+        self.renewals = 0
         self._closed = threading.Event()
         self._reports = threading.Thread(target=self._serve_reports, name=f"{client_id}-acks",
                                          daemon=True)
@@ -90,25 +104,47 @@ class Writer:
         while not self._closed.is_set():
             self._producer.poll(0.05)
 
+    def _report(self, future: Future[Stored], error: KafkaError | None, message: Any) -> None:
+        if error is None:
+            future.set_result(Stored(message.topic(), message.partition(), message.offset()))
+            return
+        if failed_for_good(error):
+            # An idempotent producer that Kafka fenced (seen after SIGKILLed restarts in the
+            # chaos run) fails every later record: without a new one, a dispatcher runs on
+            # and delivers nothing, for good.
+            self._failed.set()
+        kind = TooLarge if error.code() == KafkaError.MSG_SIZE_TOO_LARGE else NotStored
+        future.set_exception(kind(error.str()))
+
+    def _renew(self) -> None:
+        """A new producer for one that failed for good; what the old one held fails (its
+        senders try again, as for any record Kafka did not acknowledge)."""
+        with self._swap:
+            if not self._failed.is_set():
+                return
+            old, self._producer = self._producer, Producer(self._settings)
+            self._failed.clear()
+            self.renewals += 1
+        log.warning("producer failed for good; a new one takes over",
+                    extra={"renewals": self.renewals})
+        old.purge()
+        old.poll(0)
+
     def send(self, topic: str, value: bytes | None, *, key: bytes | None = None,
              headers: Sequence[tuple[str, bytes]] = ()) -> Future[Stored]:
         future: Future[Stored] = Future()
-
-        def acknowledged(error: KafkaError | None, message: Any) -> None:
-            if error is None:
-                future.set_result(Stored(message.topic(), message.partition(), message.offset()))
-            elif error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
-                future.set_exception(TooLarge(error.str()))
-            else:
-                future.set_exception(NotStored(error.str()))
-
+        if self._failed.is_set():
+            self._renew()
         try:
             self._producer.produce(topic, value=value, key=key, headers=list(headers),
-                                   on_delivery=acknowledged)
+                                   on_delivery=lambda error, message: self._report(
+                                       future, error, message))
         except BufferError as exc:
             future.set_exception(NotStored(f"the producer queue is full: {exc}"))
         except KafkaException as exc:
             error = exc.args[0]
+            if failed_for_good(error):
+                self._failed.set()
             kind = TooLarge if error.code() == KafkaError.MSG_SIZE_TOO_LARGE else NotStored
             future.set_exception(kind(error.str()))
         return future
