@@ -889,7 +889,7 @@ class Todo:
 
     def ledger_balances(self) -> dict[str, Decimal]:
         with psycopg.connect(self.env["DATABASE_URL"], autocommit=True) as conn:
-            rows = conn.execute("SELECT holder, balance FROM accounting.accounts "
+            rows = conn.execute("SELECT holder, balance FROM accounting.account_balances "
                                 "WHERE kind = 'user' AND holder = ANY(%s)",
                                 (self.workers,)).fetchall()
         return {holder: Decimal(balance) for holder, balance in rows}
