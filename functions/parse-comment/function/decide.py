@@ -230,7 +230,10 @@ class Terms:
 
 @dataclass(frozen=True)
 class Fund:
-    pass
+    """Funded; `claim`: a merge claimed it before the pledge arrived (its claim was
+    recorded, `decide_claims`), so the funding also claims it for that pull request."""
+
+    claim: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,13 +246,15 @@ class Refuse:
 FundingDecision = Fund | Refuse | Ignore
 
 
-def decide_funding(status: Status | None, terms: Terms | None,
-                   pledged: Pledged) -> FundingDecision:
+def decide_funding(status: Status | None, terms: Terms | None, pledged: Pledged,
+                   pending_claim: int | None = None) -> FundingDecision:
+    """`pending_claim`: the pull request whose merge claimed the bounty while it was
+    requested (the merge and the pledge travel apart, so either may arrive first)."""
     if status is None or terms is None:
         return Ignore("no such bounty here")
     if status in DONE or status == "funded":
         return Ignore(f"the bounty is {status} already")
-    if status == "cancelled":
+    if status == "cancelled":  # a pending claim included: a cancelled bounty is never paid
         return Refuse("the bounty was cancelled before the pledge arrived")
     expected = (terms.repository.lower(), terms.issue_number, terms.amount.denomination,
                 terms.amount.base_units, terms.chain_id)
@@ -258,7 +263,7 @@ def decide_funding(status: Status | None, terms: Terms | None,
     if got != expected:
         return Refuse("the signed pledge is not for the bounty's current terms (was the "
                       "bounty edited after it was signed?); please sign again")
-    return Fund()
+    return Fund(claim=pending_claim is not None)
 
 
 # -- claims ---------------------------------------------------------------------------------
@@ -268,7 +273,7 @@ class Candidacy:
 
     bounty_id: str
     status: Status
-    pull_request: int | None  # the pull request that claimed it, if any
+    pull_request: int | None  # the pull request that claimed it (pending if requested)
 
 
 @dataclass(frozen=True)
@@ -278,6 +283,8 @@ class Claim:
 
 @dataclass(frozen=True)
 class Unfunded:
+    """Claimed before it was funded: the claim is recorded and takes effect at funding."""
+
     bounty_id: str
 
 
@@ -297,14 +304,17 @@ def references(title: str, body: str, repository: str) -> tuple[Reference, ...]:
 
 
 def decide_claims(pull_request: int, bounties: Sequence[Candidacy]) -> tuple[ClaimOutcome, ...]:
-    """One claim per bounty: the first merged pull request wins; a later one, or one for a
-    bounty nobody funded yet, is reported and not paid. Cancelled bounties are passed by."""
+    """One claim per bounty: the first merged pull request wins, a later one is reported and
+    not paid. A bounty not funded yet is claimed all the same, pending: the pledge may be
+    decided already and only arrive after the merge (they travel apart); it is paid when
+    the funding arrives. Cancelled bounties are passed by."""
     outcomes: list[ClaimOutcome] = []
     for bounty in bounties:
         if bounty.status == "funded":
             outcomes.append(Claim(bounty.bounty_id))
-        elif bounty.status == "requested":
+        elif bounty.status == "requested" and bounty.pull_request in (None, pull_request):
             outcomes.append(Unfunded(bounty.bounty_id))
-        elif bounty.status in DONE and bounty.pull_request not in (None, pull_request):
+        elif bounty.status in DONE | {"requested"} \
+                and bounty.pull_request not in (None, pull_request):
             outcomes.append(Taken(bounty.bounty_id, bounty.pull_request or 0))
     return tuple(outcomes)

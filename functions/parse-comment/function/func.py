@@ -322,9 +322,12 @@ class Function(Edge[ParseCommentSettings]):
                 subject=facts.author.login)
         if isinstance(decision, Cancel):
             assert row is not None  # decide cancels only a stored bounty
+            # Cancellation wins over a claim still waiting for funding: it is dropped,
+            # and a bounty offered again later is claimed by a merge after that.
             bounty = dataclasses.replace(
                 row, status="cancelled", deleted=facts.source.action == "deleted",
-                source_updated_at=seen, note=decision.reason)
+                source_updated_at=seen, note=decision.reason, solver_login=None,
+                solver_id=None, pull_request=None, pull_request_url=None)
             await store.save(tx, bounty)
             await self._show(tx, bounty)
             return Reply(BOUNTY_CANCELLED, BountyCancelled(
@@ -407,6 +410,14 @@ class Function(Edge[ParseCommentSettings]):
                     await self.publish(delivery, BOUNTY_CLAIMED, self._claimed(claimed),
                                        subject=_subject(claimed))
             elif isinstance(outcome, Unfunded):
+                if bounty.pull_request is None:
+                    # The claim waits for the funding (on_funded), which may be decided
+                    # already and only be on its way: recorded, not published.
+                    pending = dataclasses.replace(
+                        bounty, solver_login=pr.user.login, solver_id=pr.user.id,
+                        pull_request=pr.number, pull_request_url=pr.html_url)
+                    await store.save(tx, pending)
+                    await self._show(tx, pending)
                 await self._write(tx, f"claim:{bounty.bounty_id}:{pr.id}", bounty.repository,
                                   bounty.issue_number,
                                   render.unfunded_claim(pr.user.login, pr.number))
@@ -443,10 +454,19 @@ class Function(Edge[ParseCommentSettings]):
             repository=data.repository, issue_number=data.issue_number,
             denomination=data.denomination,
             amount_base_units=int(data.amount_base_units)
-            if data.amount_base_units is not None else None, chain_id=data.chain_id))
+            if data.amount_base_units is not None else None, chain_id=data.chain_id),
+            pending_claim=row.pull_request if row and row.status == "requested" else None)
         if row is None or isinstance(decision, Ignore):
             return None
-        if isinstance(decision, Fund):
+        reply: Reply | None = None
+        if isinstance(decision, Fund) and decision.claim:
+            # A merge claimed it before this pledge arrived: funded and claimed at once.
+            # This is the funded event's only reply, so the claim is it (no outbox needed).
+            bounty = dataclasses.replace(
+                row, status="claimed", funder_address=data.funder_address, note=None,
+                payout_id=bounty_payout_id(row.bounty_id), claim_published=True)
+            reply = Reply(BOUNTY_CLAIMED, self._claimed(bounty), subject=_subject(bounty))
+        elif isinstance(decision, Fund):
             bounty = dataclasses.replace(row, status="funded",
                                          funder_address=data.funder_address, note=None)
         else:
@@ -455,7 +475,7 @@ class Function(Edge[ParseCommentSettings]):
                                                    f"{decision.reason}.")
         await store.save(tx, bounty)
         await self._show(tx, bounty)
-        return None
+        return reply
 
     async def on_rejected(self, delivery: Delivery[BountyRejected]) -> Reply | None:
         data, tx = delivery.data, _tx(delivery)

@@ -75,6 +75,9 @@ def bounty_comment(view: BountyView) -> str:
                  f"#{view.pull_request}: transaction `{view.tx_hash}`."),
         "cancelled": f"~~Bounty of {offer}~~ cancelled.",
     }[view.status]
+    if view.status == "requested" and view.solver_login is not None:
+        lines += (f"\n\n🏁 Claimed by @{view.solver_login} with #{view.pull_request}: "
+                  f"paid as soon as the bounty is funded.")
     if view.note:
         lines += f"\n\n> {view.note}"
     return lines
@@ -100,7 +103,7 @@ def missing(login: str) -> str:
 
 def unfunded_claim(login: str, pull_request: int) -> str:
     return (f"@{login}, #{pull_request} closes this issue, but its bounty has not been funded "
-            f"yet, so nothing is paid for it.")
+            f"yet: your claim is recorded, and it is paid to you when the bounty is funded.")
 
 
 def taken_claim(login: str, pull_request: int, by: int) -> str:

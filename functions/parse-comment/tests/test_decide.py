@@ -190,7 +190,7 @@ PLEDGE = Pledged("codertocat/hello-world", 1, "USDC", 100_000_000, 1)
 
 
 def test_given_pledge_for_the_stored_terms_when_decided_then_funded():
-    assert decide_funding("requested", TERMS, PLEDGE) == Fund()
+    assert decide_funding("requested", TERMS, PLEDGE) == Fund(claim=False)
 
 
 @pytest.mark.parametrize("pledge", [
@@ -225,6 +225,62 @@ def test_given_funded_unfunded_taken_and_cancelled_bounties_when_claimed_then_ea
                                  Candidacy("d", "cancelled", None),
                                  Candidacy("e", "paid", 7)])
     assert outcomes == (Claim("a"), Unfunded("b"), Taken("c", 3))
+
+
+# -- a merge and the pledge in either order ----------------------------------------------------
+def test_given_a_merge_before_the_pledge_when_claims_decided_then_claim_recorded_pending():
+    assert decide_claims(7, [Candidacy("b", "requested", None)]) == (Unfunded("b"),)
+    # the same merge delivered again: the same pending claim, nothing new
+    assert decide_claims(7, [Candidacy("b", "requested", 7)]) == (Unfunded("b"),)
+
+
+def test_given_a_pending_claim_when_another_pr_merges_then_taken_by_the_first():
+    assert decide_claims(8, [Candidacy("b", "requested", 7)]) == (Taken("b", 7),)
+
+
+def test_given_a_pending_claim_when_the_pledge_arrives_then_funded_and_claimed():
+    assert decide_funding("requested", TERMS, PLEDGE, pending_claim=7) == Fund(claim=True)
+    assert decide_funding("requested", TERMS, PLEDGE) == Fund(claim=False)
+
+
+def test_given_a_pending_claim_when_a_pledge_for_other_terms_arrives_then_refused():
+    other = Pledged("codertocat/hello-world", 1, "USDC", 1, 1)
+    assert isinstance(decide_funding("requested", TERMS, other, pending_claim=7), Refuse)
+
+
+def test_given_a_pending_claim_on_a_cancelled_bounty_when_funded_then_refused_never_claimed():
+    assert isinstance(decide_funding("cancelled", TERMS, PLEDGE, pending_claim=7), Refuse)
+
+
+def test_given_a_claimed_bounty_when_the_pledge_is_delivered_again_then_ignored():
+    assert isinstance(decide_funding("claimed", TERMS, PLEDGE, pending_claim=None), Ignore)
+
+
+@pytest.mark.parametrize("merge_first", [True, False])
+def test_given_a_merge_and_a_pledge_in_either_order_each_twice_then_claimed_once_for_the_pr(
+        merge_first):
+    """The bounty's state as func.py keeps it, folded over the two decisions."""
+    status, claimed_by, claims = "requested", None, 0
+
+    def merge() -> None:
+        nonlocal status, claimed_by, claims
+        for outcome in decide_claims(7, [Candidacy("b", status, claimed_by)]):  # type: ignore[arg-type]
+            if isinstance(outcome, Claim):
+                status, claimed_by, claims = "claimed", 7, claims + 1
+            elif isinstance(outcome, Unfunded):
+                claimed_by = 7
+
+    def pledge() -> None:
+        nonlocal status, claims
+        decision = decide_funding(status, TERMS, PLEDGE,  # type: ignore[arg-type]
+                                  claimed_by if status == "requested" else None)
+        if isinstance(decision, Fund):
+            status = "claimed" if decision.claim else "funded"
+            claims += decision.claim
+
+    for step in (merge, merge, pledge, pledge) if merge_first else (pledge, pledge, merge, merge):
+        step()
+    assert (status, claimed_by, claims) == ("claimed", 7, 1)
 
 
 # -- what needs no state --------------------------------------------------------------------

@@ -376,6 +376,80 @@ async def test_given_claimed_bounty_when_a_second_pr_merges_then_reported_not_cl
     assert "already claimed by #2" in comments[1]["body"]
 
 
+# -- a merge that arrives before the pledge ------------------------------------------------------
+async def test_given_a_merge_before_the_pledge_when_both_delivered_twice_then_claimed_once_at_funding(  # noqa: E501
+        env, gh):
+    repo = Repo()
+    async with served(new(), env) as client:
+        _, requested = reply_of(await send(client, repo.event(
+            "issue_comment.created.bounty.json")))
+        merged = github("pull_request", repo.payload("pull_request.closed.merged.json"))
+        assert (await send(client, merged)).status_code == 202
+        assert (await send(client, merged)).status_code == 202
+        bounty, notice = await gh.comments(repository=repo.full_name)
+        assert "Claimed by @contributor-jane with #2" in bounty["body"]
+        assert "sign the pledge" in bounty["body"]
+        assert "your claim is recorded" in notice["body"]
+
+        pledge = funded(requested)
+        kind, claimed = reply_of(await send(client, pledge))
+        assert reply_of(await send(client, pledge)) == (kind, claimed)  # the inbox answers
+        late = await send(client, funded(requested))  # another delivery of a new id
+        again = await send(client, github(
+            "pull_request", repo.payload("pull_request.closed.merged.json")))
+    assert kind == "dev.eventworks.bounty.claimed"
+    assert claimed["bounty_id"] == requested["bounty_id"]
+    assert (claimed["solver_login"], claimed["solver_id"], claimed["pull_request"]) == (
+        "contributor-jane", 12345, 2)
+    assert late.status_code == again.status_code == 202
+    bounty, notice = await gh.comments(repository=repo.full_name)
+    assert "claimed by @contributor-jane with #2; the payout is on its way" in bounty["body"]
+    assert bounty["edits"] == 2  # pending claim, claimed
+
+
+async def test_given_a_pending_claim_when_a_second_pr_merges_then_refused_and_the_first_paid(
+        env, gh):
+    repo = Repo()
+    async with served(new(), env) as client:
+        _, requested = reply_of(await send(client, repo.event(
+            "issue_comment.created.bounty.json")))
+        await send(client, repo.event("pull_request.closed.merged.json"))
+        second = await send(client, repo.event(
+            "pull_request.closed.merged.json", pull_request__number=3,
+            pull_request__id=555, pull_request__body="/claim #1",
+            pull_request__user__login="someone-else"))
+        kind, claimed = reply_of(await send(client, funded(requested)))
+    assert second.status_code == 202
+    assert (kind, claimed["pull_request"]) == ("dev.eventworks.bounty.claimed", 2)
+    assert claimed["solver_login"] == "contributor-jane"
+    bodies = [c["body"] for c in await gh.comments(repository=repo.full_name)]
+    assert len(bodies) == 3  # the bounty, the first merge's notice, the second's refusal
+    assert "already claimed by #2" in bodies[2]
+
+
+@pytest.mark.parametrize("offered_again", [False, True])
+async def test_given_a_pending_claim_when_the_bounty_is_cancelled_then_the_pledge_pays_nobody(
+        env, gh, offered_again):
+    """Cancellation drops the waiting claim: a bounty offered again after it is funded,
+    not claimed by the merge that came before the cancellation."""
+    repo = Repo()
+    async with served(new(), env) as client:
+        _, requested = reply_of(await send(client, repo.event(
+            "issue_comment.created.bounty.json")))
+        await send(client, repo.event("pull_request.closed.merged.json"))
+        kind, _ = reply_of(await send(client, repo.event("issue_comment.edited.json")))
+        if offered_again:
+            reply_of(await send(client, repo.event(
+                "issue_comment.edited.bounty.json", "$USDC:100$",
+                comment__updated_at="2019-05-15T15:20:30Z")))
+        pledge = await send(client, funded(requested))
+    assert kind == "dev.eventworks.bounty.cancelled"
+    assert pledge.status_code == 202  # no bounty.claimed
+    bounty = (await gh.comments(repository=repo.full_name))[0]
+    assert ("funded by @Codertocat" if offered_again else "cancelled") in bounty["body"]
+    assert "laimed by" not in bounty["body"]
+
+
 async def test_given_a_merge_closing_two_funded_bounties_when_posted_then_the_first_is_the_reply_and_the_other_leaves_through_the_outbox(  # noqa: E501
         env, gh, sink):
     repo = Repo()
