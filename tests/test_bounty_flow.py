@@ -109,24 +109,31 @@ def pledge(requested: dict[str, Any]) -> dict[str, Any]:
                              chain_id=int(link["chain_id"]))
 
 
-def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_is_paid_and_told(
-        stack_env):
-    story = Story(stack_env)
-    funder, solver = Account.create(), Account.create()
-    # A solver of this run's own: the stack's topic keeps every earlier run's identity
-    # events, and a reused login would find an earlier run's challenge and link.
-    login, user_id = f"contributor-{uuid.uuid4().hex[:8]}", random.randrange(10**8, 10**9)
+class Solver:
+    """A solver of this run's own: the stack's topic keeps every earlier run's identity
+    events, and a reused login would find an earlier run's challenge and link."""
 
-    # 1. A maintainer offers 100 USDC on issue #1: the bot answers with the signing link.
-    offer = story.payload("issue_comment.created.bounty.json")
-    story.webhook("issue_comment", offer)
+    def __init__(self) -> None:
+        self.wallet = Account.create()
+        self.login = f"contributor-{uuid.uuid4().hex[:8]}"
+        self.id = random.randrange(10**8, 10**9)
+
+
+def offer(story: Story) -> dict[str, Any]:
+    """A maintainer offers 100 USDC on issue #1: the bot answers with the signing link."""
+    payload = story.payload("issue_comment.created.bounty.json")
+    story.webhook("issue_comment", payload)
     requested = story.awaited("dev.eventworks.bounty.requested",
-                              comment_id=offer["comment"]["id"])
+                              comment_id=payload["comment"]["id"])
     assert (requested["denomination"], requested["amount_base_units"]) == ("USDC", "100000000")
     wait_until(lambda: requested["bounty_id"] in story.bot_comments(), "the bot's comment",
                timeout=STEP)
+    return requested
 
-    # 2. The funder's wallet signs the pledge; the page posts it; verify-tx funds it.
+
+def fund(story: Story, requested: dict[str, Any]) -> None:
+    """The funder's wallet signs the pledge; the page posts it; verify-tx funds it."""
+    funder = Account.create()
     typed = pledge(requested)
     signature = Account.sign_message(encode_typed_data(full_message=typed), funder.key)
     story.through_the_page("dev.eventworks.bounty.signed", {
@@ -136,38 +143,69 @@ def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_i
         "denomination": "USDC", "amount_base_units": "100000000",
         "chain_id": typed["domain"]["chainId"]})
     story.awaited("dev.eventworks.bounty.funded", bounty_id=requested["bounty_id"])
-    wait_until(lambda: "funded" in story.bot_comments(), "the comment saying funded",
-               timeout=STEP)
 
-    # 3. The solver links a wallet: /link → SIWE challenge → signed through the page.
-    link = story.payload("issue_comment.created.bounty.json")
-    link["comment"]["id"] = random.randrange(10**9, 10**10)
-    link["comment"]["body"] = f"/link {solver.address}"
-    link["comment"]["user"].update(login=login, id=user_id)
-    link["comment"]["author_association"] = "CONTRIBUTOR"
-    link["sender"].update(login=login, id=user_id)
-    story.webhook("issue_comment", link)
-    challenge = story.awaited("dev.eventworks.identity.challenged",
-                              github_login=login)
+
+def link(story: Story, solver: Solver) -> None:
+    """The solver links a wallet: /link → SIWE challenge → signed through the page."""
+    payload = story.payload("issue_comment.created.bounty.json")
+    payload["comment"]["id"] = random.randrange(10**9, 10**10)
+    payload["comment"]["body"] = f"/link {solver.wallet.address}"
+    payload["comment"]["user"].update(login=solver.login, id=solver.id)
+    payload["comment"]["author_association"] = "CONTRIBUTOR"
+    payload["sender"].update(login=solver.login, id=solver.id)
+    story.webhook("issue_comment", payload)
+    challenge = story.awaited("dev.eventworks.identity.challenged", github_login=solver.login)
     (message,) = parse_qs(urlsplit(challenge["sign_url"]).query)["link"]
-    signed = Account.sign_message(encode_defunct(text=message), solver.key)
+    signed = Account.sign_message(encode_defunct(text=message), solver.wallet.key)
     story.through_the_page("dev.eventworks.identity.link", {
         "message": message, "signature": "0x" + bytes(signed.signature).hex()})
-    story.awaited("dev.eventworks.identity.linked", github_login=login)
+    story.awaited("dev.eventworks.identity.linked", github_login=solver.login)
 
-    # 4. The solver's pull request that fixes #1 is merged: claimed, paid to the wallet.
+
+def merge(story: Story, solver: Solver) -> None:
+    """The solver's pull request that fixes #1 is merged."""
     merged = story.payload("pull_request.closed.merged.json")
-    merged["pull_request"]["user"].update(login=login, id=user_id)
+    merged["pull_request"]["user"].update(login=solver.login, id=solver.id)
     story.webhook("pull_request", merged)
+
+
+def paid(story: Story, requested: dict[str, Any], solver: Solver) -> None:
+    """Claimed, paid to the solver's wallet, and the bot's one comment says paid, with the
+    transaction hash."""
     story.awaited("dev.eventworks.bounty.claimed", bounty_id=requested["bounty_id"],
-                  solver_login=login)
+                  solver_login=solver.login)
     payout = story.awaited("dev.eventworks.payout.requested", ref=requested["bounty_id"])
-    assert payout["to_address"].lower() == solver.address.lower()
+    assert payout["to_address"].lower() == solver.wallet.address.lower()
     assert (payout["denomination"], payout["amount_base_units"]) == ("USDC", "100000000")
     signed_tx = story.awaited("dev.eventworks.tx.signed", request_id=payout["payout_id"])
     verified = story.awaited("dev.eventworks.tx.verified", request_id=payout["payout_id"])
     assert verified["tx_hash"] == signed_tx["tx_hash"]
-
-    # 5. The bot's one comment says paid, with the transaction hash.
     wait_until(lambda: verified["tx_hash"] in story.bot_comments(),
                "the comment saying paid with the transaction hash", timeout=STEP)
+
+
+def test_given_a_bounty_comment_when_funded_linked_and_claimed_then_the_solver_is_paid_and_told(
+        stack_env):
+    story, solver = Story(stack_env), Solver()
+    requested = offer(story)
+    fund(story, requested)
+    wait_until(lambda: "funded" in story.bot_comments(), "the comment saying funded",
+               timeout=STEP)
+    link(story, solver)
+    merge(story, solver)
+    paid(story, requested, solver)
+
+
+def test_given_a_merge_that_arrives_before_the_pledge_when_funded_then_the_solver_is_paid(
+        stack_env):
+    """The merge and the funding travel on different Triggers: a merge handled before
+    parse-comment applied bounty.funded records a claim that the funding then pays."""
+    story, solver = Story(stack_env), Solver()
+    requested = offer(story)
+    link(story, solver)
+    merge(story, solver)
+    wait_until(lambda: f"Claimed by @{solver.login}" in story.bot_comments(),
+               "the comment saying claimed, paid when funded", timeout=STEP)
+    assert not story.events("dev.eventworks.bounty.claimed", bounty_id=requested["bounty_id"])
+    fund(story, requested)
+    paid(story, requested, solver)

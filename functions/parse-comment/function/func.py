@@ -7,9 +7,10 @@ most one reply event).
 
 GitHub webhooks: a bounty pattern in a comment, an issue body or a pull request body
 opens, changes or cancels that source's bounty; `/link 0x…` starts identity linking; a
-merged pull request that closes a funded bounty's issue claims it. Bounty and identity
-events from verify-tx and link-identity move the bounty's one bot comment along:
-requested → funded → claimed → paid (or cancelled).
+merged pull request that closes a bounty's issue claims it (an unfunded one pending, paid
+when its `bounty.funded` arrives). Bounty and identity events from verify-tx and
+link-identity move the bounty's one bot comment along: requested → funded → claimed →
+paid (or cancelled).
 """
 
 from __future__ import annotations
