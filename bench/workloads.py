@@ -29,7 +29,7 @@ from bench.processes import BenchFailure
 from bench.subjects import Subject
 from broker import manifests
 from broker.dispatcher_process import function_resolver
-from eventing import auth, ethereum
+from eventing import auth, callers, ethereum
 from eventing.events import KEY_LEASE, KEY_RELEASE
 from stack import services
 from stack.layout import Layout
@@ -187,7 +187,7 @@ DECISION_PATH = "parse-comment (decision path)"
 def lease_key_caller(stack_env: Mapping[str, str]) -> str:
     """The Authorization header of sign-tx, the one caller lease-key answers (a day long:
     the benchmark is not the place to show token expiry)."""
-    token = auth.caller_token(stack_env["LEASE_KEY_TOKEN_SECRET"], "sign-tx", "lease-key",
+    token = callers.caller_token(stack_env["LEASE_KEY_TOKEN_SECRET"], "sign-tx", "lease-key",
                               ttl_seconds=24 * 3600)
     return f"Bearer {token}"
 

@@ -44,7 +44,7 @@ SAMPLE_SECRETS: Mapping[str, str] = {
     "jwt-secret": "deploy-check-" + "0" * 32,  # HS256 wants 32 bytes at least (RFC 7518)
     "secret": "deploy-check-" + "0" * 32,  # an HS256 key: at least 32 bytes
 }
-# A function that answers named callers only (eventing.auth.Callers) is probed as its
+# A function that answers named callers only (eventing.callers.Callers) is probed as its
 # caller calls it: function → (the env variable of the shared secret, the caller).
 CALLERS: Mapping[str, tuple[str, str]] = {"lease-key": ("LEASE_KEY_TOKEN_SECRET", "sign-tx")}
 DEFAULT_SAMPLE = "deploy-check"
@@ -105,12 +105,12 @@ def _install(staged: Path, venv: Path, log: Path) -> str | None:
 
 def caller_header(name: str, env: Mapping[str, str]) -> str | None:
     """The Authorization header the function's named caller sends, if it has one."""
-    from eventing import auth
+    from eventing import callers
 
     if name not in CALLERS:
         return None
     variable, caller = CALLERS[name]
-    return f"Bearer {auth.caller_token(env.get(variable, ''), caller, name)}"
+    return f"Bearer {callers.caller_token(env.get(variable, ''), caller, name)}"
 
 
 def _probe(url: str, server: subprocess.Popen[bytes], log: Path, what: Project,

@@ -330,7 +330,7 @@ class Edge(Generic[S]):
         """Refuse a direct caller this function does not answer (Unauthorized, Forbidden),
         given the request's Authorization header. By default every caller the network
         lets through is answered; a function reached by named callers only checks their
-        caller tokens here (eventing.auth.Callers)."""
+        caller tokens here (eventing.callers.Callers)."""
 
     async def _actor(self, scope: Mapping[str, Any]) -> auth.Identity | None:
         """A direct call's bearer token, verified here when the function is configured to

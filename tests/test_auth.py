@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from pydantic import SecretStr
 
-from eventing import auth
+from eventing import auth, callers
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Forbidden, Unauthorized, Unavailable
 from eventing.events import Model
@@ -391,35 +391,35 @@ async def test_given_a_function_that_verifies_no_tokens_then_it_ignores_the_head
 
 
 # -- calls between functions: caller tokens (Callers) -----------------------------------------
-def callers() -> auth.Callers:
-    return auth.Callers(SecretStr(SECRET), "lease-key", frozenset({"sign-tx"}))
+def lease_key_callers() -> callers.Callers:
+    return callers.Callers(SecretStr(SECRET), "lease-key", frozenset({"sign-tx"}))
 
 
 def test_given_sign_txs_caller_token_then_admitted_as_sign_tx() -> None:
-    token = auth.caller_token(SECRET, "sign-tx", "lease-key")
-    assert callers().admit(f"Bearer {token}") == "sign-tx"
+    token = callers.caller_token(SECRET, "sign-tx", "lease-key")
+    assert lease_key_callers().admit(f"Bearer {token}") == "sign-tx"
 
 
 @pytest.mark.parametrize(("case", "authorization"), [
     ("none", None),
-    ("forged", "Bearer " + auth.caller_token("another secret of at least 32 bytes", "sign-tx",
+    ("forged", "Bearer " + callers.caller_token("another secret of at least 32 bytes", "sign-tx",
                                              "lease-key")),
-    ("expired", "Bearer " + auth.caller_token(SECRET, "sign-tx", "lease-key",
+    ("expired", "Bearer " + callers.caller_token(SECRET, "sign-tx", "lease-key",
                                               now=time.time() - 120)),
-    ("other audience", "Bearer " + auth.caller_token(SECRET, "sign-tx", "verify-tx")),
+    ("other audience", "Bearer " + callers.caller_token(SECRET, "sign-tx", "verify-tx")),
     ("no audience", "Bearer " + auth.sign(SECRET, "sign-tx", ttl_seconds=60)),
-    ("lives too long", "Bearer " + auth.caller_token(SECRET, "sign-tx", "lease-key",
+    ("lives too long", "Bearer " + callers.caller_token(SECRET, "sign-tx", "lease-key",
                                                      ttl_seconds=3600)),
     ("a user's token", "Bearer " + auth.sign(SECRET, "alice", aud="lease-key")),
 ])
 def test_given_no_valid_caller_token_then_unauthorized(case: str,
                                                         authorization: str | None) -> None:
     with pytest.raises(Unauthorized) as refused:
-        callers().admit(authorization)
+        lease_key_callers().admit(authorization)
     assert refused.value.field == "header authorization"
 
 
 def test_given_a_valid_token_of_a_caller_not_allowed_then_forbidden() -> None:
-    token = auth.caller_token(SECRET, "verify-tx", "lease-key")
+    token = callers.caller_token(SECRET, "verify-tx", "lease-key")
     with pytest.raises(Forbidden):
-        callers().admit(f"Bearer {token}")
+        lease_key_callers().admit(f"Bearer {token}")

@@ -28,8 +28,8 @@ PAGE = ROOT / "docs" / "bad-input.md"
 VOCABULARY: Mapping[str, type[errors.EventworksError]] = {
     name: value for name, value in vars(errors).items()
     if isinstance(value, type) and issubclass(value, errors.EventworksError)}
-EDGE = ("eventing/wire.py", "eventing/edge.py", "eventing/auth.py", "eventing/inbox.py",
-        "eventing/database.py")
+EDGE = ("eventing/wire.py", "eventing/edge.py", "eventing/auth.py", "eventing/callers.py",
+        "eventing/inbox.py", "eventing/database.py")
 FUNCTIONS = sorted(p.name for p in (ROOT / "functions").iterdir() if (p / "function").is_dir())
 # Each part of the page (its `## ` heading) → the modules whose refusals it answers.
 PARTS: Mapping[str, tuple[str, ...]] = {

@@ -20,6 +20,9 @@ from eventing.events import KEY_LEASE, KEY_RELEASE
 from stack import services
 from stack.layout import Layout
 
+# What the catalog signs its tokens with: the stack's user and lease-key caller secrets.
+SECRETS = {"JWT_SECRET": "s" * 32, "LEASE_KEY_TOKEN_SECRET": "c" * 32}
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -168,7 +171,7 @@ KEYED_BY_DATA = {"parse-comment", "parse-comment (decision path)", "link-identit
 
 
 def test_given_a_stream_when_asked_twice_then_each_event_is_fresh():
-    for workload in workloads.catalog({"JWT_SECRET": "s" * 32}):
+    for workload in workloads.catalog(SECRETS):
         stream = workload.stream()
         one, two = stream.fresh(), stream.fresh()
         assert one[1]["ce-id"] != two[1]["ce-id"], workload.name
@@ -177,7 +180,7 @@ def test_given_a_stream_when_asked_twice_then_each_event_is_fresh():
 
 
 def test_given_the_functions_folder_when_cataloguing_then_every_function_has_a_workload():
-    names = {w.function for w in workloads.catalog({"JWT_SECRET": "s" * 32})
+    names = {w.function for w in workloads.catalog(SECRETS)
              if w.cold_start}
 
     assert names == set(services.functions(Layout.from_env()))

@@ -1,6 +1,6 @@
 """lease-key: hands out one signing key of the pool in etcd at a time.
 
-admit (sign-tx's caller token, nothing else: eventing.auth.Callers) → decode (the edge)
+admit (sign-tx's caller token, nothing else: eventing.callers.Callers) → decode (the edge)
 → decide (pure, function.decide) → act (one etcd transaction, function.pool) → answer:
 `key.leased` / `key.released`, or a problem.
 
@@ -23,7 +23,7 @@ from typing import Any, Final, NoReturn
 import aetcd
 from pydantic import Field
 
-from eventing import auth, etcd
+from eventing import auth, callers, etcd
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.errors import Conflict, NotFound, Unavailable
 from eventing.etcd import first_endpoint
@@ -106,7 +106,7 @@ class Function(Edge[LeaseKeySettings]):
     def __init__(self) -> None:
         super().__init__()
         self._pool: KeyPool | None = None
-        self._callers: auth.Callers | None = None
+        self._callers: callers.Callers | None = None
         # What a lease decision other than Acquire answers (None: decide again).
         self._lease_answers: Mapping[type[LeaseDecision], Callable[[Any], Awaitable[
             Reply | None]]] = {Replay: self._replay, NoFreeKey: self._no_free_key,
@@ -120,7 +120,7 @@ class Function(Edge[LeaseKeySettings]):
     # -- lifecycle: the etcd client is made in start, reported by ready --------------------
     def _start(self, cfg: Mapping[str, str]) -> None:
         super()._start(cfg)
-        self._callers = auth.Callers(self.settings.caller_secret, self.name, CALLERS)
+        self._callers = callers.Callers(self.settings.caller_secret, self.name, CALLERS)
         host, port = self.settings.etcd_host_port
         client = aetcd.Client(host=host, port=port, timeout=self.settings.etcd_timeout_seconds)
         self._pool = KeyPool(client, Layout(self.settings.etcd_prefix))

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
-from eventing import auth
+from eventing import callers
 from eventing.settings import SettingsError
 from function import new
 from stack import keys
@@ -34,7 +34,7 @@ CALLER_SECRET = "lease-key-tests-" + "k" * 32
 def called_by(event, caller="sign-tx", *, secret=CALLER_SECRET, audience="lease-key",
               ttl=60, now=None):
     """The event as `caller` sends it: with a caller token (sign-tx's, by default)."""
-    token = auth.caller_token(secret, caller, audience, ttl_seconds=ttl, now=now)
+    token = callers.caller_token(secret, caller, audience, ttl_seconds=ttl, now=now)
     return with_authorization(event, f"Bearer {token}")
 
 

@@ -20,7 +20,7 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event, to_bina
 from cloudevents.core.v1.event import CloudEvent
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from eventing import auth
+from eventing import callers
 from eventing.errors import Conflict, EventworksError, Unavailable
 from eventing.events import KEY_LEASE, KEY_LEASED, KEY_RELEASE, KeyLease, KeyLeased, KeyRelease
 
@@ -58,7 +58,7 @@ def _detail(response: httpx.Response) -> str:
 
 
 class CallerTokens:
-    """sign-tx's caller tokens for lease-key (eventing.auth.Callers checks them), minted
+    """sign-tx's caller tokens for lease-key (eventing.callers.Callers checks them), minted
     from the secret the two share and reused for half their life: a token is never sent
     with less than half of it left."""
 
@@ -71,9 +71,9 @@ class CallerTokens:
     def header(self) -> str:
         now = self._clock()
         if now >= self._renew_at:
-            self._token = auth.caller_token(self._secret.get_secret_value(), CALLER, AUDIENCE,
+            self._token = callers.caller_token(self._secret.get_secret_value(), CALLER, AUDIENCE,
                                             now=now)
-            self._renew_at = now + auth.CALLER_TOKEN_SECONDS / 2
+            self._renew_at = now + callers.CALLER_TOKEN_SECONDS / 2
         return f"Bearer {self._token}"
 
 
