@@ -31,7 +31,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -227,15 +227,15 @@ def bare_loop(mocked: Sequence[requests.TxRequest], runs: int = BARE_RUNS) -> Ba
 # -- 3. leases ----------------------------------------------------------------------------------
 
 def _event(event_type: str, data: Mapping[str, Any],
-           caller: str) -> tuple[dict[str, str], bytes]:
+           caller: Callable[[], str]) -> tuple[dict[str, str], bytes]:
     headers = {"ce-specversion": "1.0", "ce-id": str(uuid.uuid4()), "ce-source": SOURCE,
                "ce-type": event_type, "content-type": "application/json",
-               "authorization": caller}
+               "authorization": caller()}
     return headers, json.dumps(data).encode()
 
 
 class _Worker(threading.Thread):
-    def __init__(self, url: str, caller: str, number: int, until: float,
+    def __init__(self, url: str, caller: Callable[[], str], number: int, until: float,
                  connections: Connections, start: threading.Barrier) -> None:
         super().__init__(name=f"lease-{number}", daemon=True)
         self.url, self.until, self.connections, self.barrier = url, until, connections, start
@@ -278,7 +278,7 @@ class _Worker(threading.Thread):
             self.connections.close()
 
 
-def leases(url: str, caller: str, workers: int, seconds: float) -> Leases:
+def leases(url: str, caller: Callable[[], str], workers: int, seconds: float) -> Leases:
     connections = Connections()
     barrier = threading.Barrier(workers + 1)
     until = time.perf_counter() + seconds + 1.0  # reset below, once all are started

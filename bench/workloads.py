@@ -73,7 +73,7 @@ class LeasePairs:
     an event. Sent to the bare function, every answer is empty: it leases for ever.
     `caller`: the Authorization header sign-tx sends, which lease-key demands."""
 
-    def __init__(self, caller: str) -> None:
+    def __init__(self, caller: Callable[[], str]) -> None:
         self.worker_id = f"bench-{uuid.uuid4().hex[:10]}"
         self.caller = caller
         self._held: dict[str, Any] | None = None
@@ -87,7 +87,7 @@ class LeasePairs:
             event = cloudevent(KEY_RELEASE, {"lease_id": self._held["lease_id"],
                                              "address": self._held["address"]},
                                source=SOURCE)
-        return event.body, {**event.headers, "authorization": self.caller}
+        return event.body, {**event.headers, "authorization": self.caller()}
 
     def answered(self, status: int, body: bytes) -> None:
         if self._held is not None:
@@ -184,12 +184,11 @@ def _task_fact() -> Event:
 DECISION_PATH = "parse-comment (decision path)"
 
 
-def lease_key_caller(stack_env: Mapping[str, str]) -> str:
-    """The Authorization header of sign-tx, the one caller lease-key answers (a day long:
-    the benchmark is not the place to show token expiry)."""
-    token = callers.caller_token(stack_env["LEASE_KEY_TOKEN_SECRET"], "sign-tx", "lease-key",
-                              ttl_seconds=24 * 3600)
-    return f"Bearer {token}"
+def lease_key_caller(stack_env: Mapping[str, str]) -> Callable[[], str]:
+    """sign-tx's Authorization header, the one caller lease-key answers: minted anew for
+    each event, as a caller token lives seconds (eventing/callers.py)."""
+    secret = stack_env["LEASE_KEY_TOKEN_SECRET"]
+    return lambda: f"Bearer {callers.caller_token(secret, 'sign-tx', 'lease-key')}"
 
 
 def catalog(stack_env: Mapping[str, str]) -> list[Workload]:

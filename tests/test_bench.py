@@ -148,7 +148,7 @@ def test_given_several_parts_when_parsing_only_then_each_is_chosen_and_unknown_r
 # -- the events ------------------------------------------------------------------------------
 
 def test_given_lease_key_events_when_a_lease_is_answered_then_the_next_releases_it():
-    stream = workloads.LeasePairs("Bearer sign-tx's")
+    stream = workloads.LeasePairs(lambda: "Bearer sign-tx's")
 
     _, first = stream.fresh()
     stream.answered(200, json.dumps({"lease_id": "7f", "address": "0xabc"}).encode())
