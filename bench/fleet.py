@@ -40,6 +40,9 @@ from stack.processes import free_port
 REQUEST_TIMEOUT = 15.0
 RETRYABLE = {409, 429, 503}
 RETRY_PAUSE = 0.005
+# How long a retryable answer is posted again: longer than a lease's TTL (30 s), so keys
+# left leased by a process the benchmark stopped come back to the pool first.
+RETRY_FOR = 90.0
 IDLE = 1.0               # seconds of idling before memory is read
 WARMUP = 20              # events per process before the sequential clock starts
 CHUNK = 50               # sequential events per turn
@@ -206,12 +209,13 @@ def send(connection: Connection, stream: Stream, served: Served,
     retryable answers came first."""
     body, headers = post if post is not None else stream.fresh()
     retried = 0
+    give_up = time.perf_counter() + RETRY_FOR
     while True:
         try:
             status, answer = connection.post(body, headers)
         except (OSError, http.client.HTTPException) as exc:
             raise served.failure(f"{type(exc).__name__}: {exc}") from None
-        if status in RETRYABLE and retried < 2000:
+        if status in RETRYABLE and time.perf_counter() < give_up:
             retried += 1
             time.sleep(RETRY_PAUSE)
             continue
