@@ -294,6 +294,20 @@ class Sender:
         self.client.close()
 
 
+class Driven:
+    """A flow driven through the public edges: what it sent is what its Sender accepted."""
+
+    sender: Sender
+
+    @property
+    def sent(self) -> list[str]:
+        return self.sender.sent
+
+    @property
+    def accepted(self) -> int:
+        return len(self.sender.sent)
+
+
 # -- the signing pipeline: batch reader → sign-tx (lease-key) → verify-tx ---------------------
 @dataclass
 class Signing:
@@ -415,7 +429,7 @@ class Solver:
     signed: set[str] = field(default_factory=set)  # SIWE messages already signed
 
 
-class Bounty:
+class Bounty(Driven):
     """Many bounties on many issues of a repository of the run's own, each driven from the
     maintainer's comment to the bot's comment saying paid."""
 
@@ -449,14 +463,6 @@ class Bounty:
         self.verdicts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.last_look: dict[str, float] = {}
-
-    @property
-    def sent(self) -> list[str]:
-        return self.sender.sent
-
-    @property
-    def accepted(self) -> int:
-        return len(self.sender.sent)
 
     def _payload(self, name: str) -> dict[str, Any]:
         payload: dict[str, Any] = json.loads((PARSE_COMMENT_DATA / name).read_text())
@@ -749,7 +755,7 @@ class Chore:
         return self.state == "done" or bool(self.reason)
 
 
-class Todo:
+class Todo(Driven):
     """Owners make tasks and assign them to workers, who complete them; the model of the
     workers' balances follows the results the run saw (minus the fee per assignment, plus
     the reward per completion)."""
@@ -781,14 +787,6 @@ class Todo:
         self.verdicts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.last_look = 0.0
-
-    @property
-    def sent(self) -> list[str]:
-        return self.sender.sent
-
-    @property
-    def accepted(self) -> int:
-        return len(self.sender.sent)
 
     def _send(self, chore: Chore, who: str, command: str, data: Mapping[str, Any]) -> None:
         ident = self.sender.broker(self.COMMANDS + command, dict(data), token=self.tokens[who])
