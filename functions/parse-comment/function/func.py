@@ -329,8 +329,7 @@ class Function(Edge[ParseCommentSettings]):
                 row, status="cancelled", deleted=facts.source.action == "deleted",
                 source_updated_at=seen, note=decision.reason, solver_login=None,
                 solver_id=None, pull_request=None, pull_request_url=None)
-            await store.save(tx, bounty)
-            await self._show(tx, bounty)
+            await self._record(tx, bounty)
             return Reply(BOUNTY_CANCELLED, BountyCancelled(
                 bounty_id=bounty.bounty_id, repository=bounty.repository,
                 issue_number=bounty.issue_number, reason=decision.reason),
@@ -343,8 +342,7 @@ class Function(Edge[ParseCommentSettings]):
             chain_id=self.settings.chain_id, source_updated_at=seen, funder_address=None,
             note="The terms changed after the pledge was signed: please sign again."
             if lapsed else None, **store.amount_columns(amount))
-        await store.save(tx, bounty)
-        await self._show(tx, bounty)
+        await self._record(tx, bounty)
         if isinstance(decision, Open):
             return Reply(BOUNTY_REQUESTED, self._requested(BountyRequested, bounty),
                          subject=_subject(bounty))
@@ -403,8 +401,7 @@ class Function(Edge[ParseCommentSettings]):
                     bounty, status="claimed", solver_login=pr.user.login, solver_id=pr.user.id,
                     pull_request=pr.number, pull_request_url=pr.html_url,
                     payout_id=bounty_payout_id(bounty.bounty_id), claim_published=True)
-                await store.save(tx, claimed)
-                await self._show(tx, claimed)
+                await self._record(tx, claimed)
                 if reply is None:
                     reply = Reply(BOUNTY_CLAIMED, self._claimed(claimed), subject=_subject(claimed))
                 else:
@@ -417,8 +414,7 @@ class Function(Edge[ParseCommentSettings]):
                     pending = dataclasses.replace(
                         bounty, solver_login=pr.user.login, solver_id=pr.user.id,
                         pull_request=pr.number, pull_request_url=pr.html_url)
-                    await store.save(tx, pending)
-                    await self._show(tx, pending)
+                    await self._record(tx, pending)
                 await self._write(tx, f"claim:{bounty.bounty_id}:{pr.id}", bounty.repository,
                                   bounty.issue_number,
                                   render.unfunded_claim(pr.user.login, pr.number))
@@ -474,8 +470,7 @@ class Function(Edge[ParseCommentSettings]):
             assert isinstance(decision, Refuse)
             bounty = dataclasses.replace(row, note=f"A pledge was not accepted: "
                                                    f"{decision.reason}.")
-        await store.save(tx, bounty)
-        await self._show(tx, bounty)
+        await self._record(tx, bounty)
         return reply
 
     async def on_rejected(self, delivery: Delivery[BountyRejected]) -> Reply | None:
@@ -486,8 +481,7 @@ class Function(Edge[ParseCommentSettings]):
         bounty = dataclasses.replace(
             row, note=f"The signed pledge was rejected ({data.reason.replace('_', ' ')}): "
                       f"please sign again.")
-        await store.save(tx, bounty)
-        await self._show(tx, bounty)
+        await self._record(tx, bounty)
         return None
 
     async def on_tx_verified(self, delivery: Delivery[TxVerified]) -> Reply | None:
@@ -496,8 +490,7 @@ class Function(Edge[ParseCommentSettings]):
         if row is None or row.status != "claimed":
             return None  # not a bounty payout (or reported already)
         bounty = dataclasses.replace(row, status="paid", tx_hash=data.tx_hash, note=None)
-        await store.save(tx, bounty)
-        await self._show(tx, bounty)
+        await self._record(tx, bounty)
         return None
 
     async def on_tx_rejected(self, delivery: Delivery[TxRejected]) -> Reply | None:
@@ -508,8 +501,7 @@ class Function(Edge[ParseCommentSettings]):
         bounty = dataclasses.replace(
             row, note=f"The payout transaction was rejected ({data.reason.replace('_', ' ')}); "
                       f"the maintainers have been told.")
-        await store.save(tx, bounty)
-        await self._show(tx, bounty)
+        await self._record(tx, bounty)
         return None
 
     # -- identity events -------------------------------------------------------------------
@@ -542,7 +534,9 @@ class Function(Edge[ParseCommentSettings]):
         return None
 
     # -- the bot's comments ----------------------------------------------------------------
-    async def _show(self, tx: AsyncConnection, bounty: store.Bounty) -> None:
+    async def _record(self, tx: AsyncConnection, bounty: store.Bounty) -> None:
+        """Store what the bounty now is, and say it in its one bot comment."""
+        await store.save(tx, bounty)
         terms = bounty.terms
         if terms is None:
             return
