@@ -58,6 +58,20 @@ def balance(stack_env: dict[str, str], user: str) -> dict[str, Any]:
 
 
 @pytest.mark.stack
+def close_a_day(stack_env: dict[str, str]) -> date:
+    """The daily close's PingSource tick for a far day no other run closes; that day."""
+    day = date(3000, 1, 1) + timedelta(days=random.randrange(2_000_000))
+    tick = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+    ping = cloudevent("dev.knative.sources.ping", {"close": "daily"},
+                      source="/apis/v1/namespaces/eventworks/pingsources/"
+                             "accrue-payment-daily-close",
+                      time=(tick + timedelta(minutes=5)).isoformat())
+    response = httpx.post(stack_env["FUNCTION_ACCRUE_PAYMENT_URL"], content=ping.body,
+                          headers=dict(ping.headers), timeout=30)
+    assert response.status_code == 202, response.text
+    return day
+
+
 def test_given_task_facts_on_the_broker_when_the_day_closes_then_the_assignee_is_paid_the_net(
         stack_env):
     hubot = f"hubot-{uuid.uuid4().hex[:10]}"
@@ -78,15 +92,7 @@ def test_given_task_facts_on_the_broker_when_the_day_closes_then_the_assignee_is
 
     watch = Watch(stack_env["KAFKA_BOOTSTRAP_SERVERS"], TOPIC)  # from now on
     try:
-        day = date(3000, 1, 1) + timedelta(days=random.randrange(2_000_000))
-        tick = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        ping = cloudevent("dev.knative.sources.ping", {"close": "daily"},
-                          source="/apis/v1/namespaces/eventworks/pingsources/"
-                                 "accrue-payment-daily-close",
-                          time=(tick + timedelta(minutes=5)).isoformat())
-        response = httpx.post(stack_env["FUNCTION_ACCRUE_PAYMENT_URL"], content=ping.body,
-                              headers=dict(ping.headers), timeout=30)
-        assert response.status_code == 202, response.text
+        day = close_a_day(stack_env)
 
         due: list[Any] = []
 
@@ -183,15 +189,7 @@ def test_given_a_task_made_with_tokens_when_done_and_closed_then_balance_and_pay
     wait_until(lambda: balance_via_broker() == net, "reward minus fee on the balance",
                timeout=60)
 
-    day = date(3000, 1, 1) + timedelta(days=random.randrange(2_000_000))
-    tick = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-    ping = cloudevent("dev.knative.sources.ping", {"close": "daily"},
-                      source="/apis/v1/namespaces/eventworks/pingsources/"
-                             "accrue-payment-daily-close",
-                      time=(tick + timedelta(minutes=5)).isoformat())
-    response = httpx.post(stack_env["FUNCTION_ACCRUE_PAYMENT_URL"], content=ping.body,
-                          headers=dict(ping.headers), timeout=30)
-    assert response.status_code == 202, response.text
+    day = close_a_day(stack_env)
     (payout,) = on_topic("dev.eventworks.accounting.payout.due",
                          lambda d: d["user"] == worker)
     assert (payout["amount"], payout["day"]) == (net, day.isoformat())
