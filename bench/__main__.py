@@ -20,7 +20,7 @@ from bench import bounty, brokered, fleet, ledger, measure, report, signing, tod
 from bench.events import Events
 from bench.fleet import FleetResult
 from bench.processes import BenchFailure
-from bench.subjects import Subject, bare
+from bench.subjects import Subject, bare, floor
 from stack.layout import Layout
 from stack.supervisor import running_env
 
@@ -218,7 +218,8 @@ def _functions(args: argparse.Namespace, layout: Layout, stack_env: Mapping[str,
         chosen = [w for w in chosen if w.name in args.function]
     subjects = {w.function: workloads.subject(layout, stack_env, w.function) for w in chosen}
     return fleet.run(chosen, subjects, baseline, logs, lambda line: print(line, flush=True),
-                     runs=args.runs, requests=args.requests, concurrency=args.clients)
+                     runs=args.runs, requests=args.requests, concurrency=args.clients,
+                     floor=floor(layout, stack_env))
 
 
 if __name__ == "__main__":

@@ -151,14 +151,21 @@ class FleetResult:
     bare_loaded: Memory
     concurrency: int
     parameters: dict[str, Any] = field(default_factory=dict)
+    # bench/floor's cold starts, in the same rounds: what pydantic and psycopg cost alone.
+    floor_cold: ColdStarts | None = None
 
     def document(self) -> dict[str, Any]:
-        return {
+        found: dict[str, Any] = {
             "baseline": {"name": "bare", "cold_start_ms": _cold_document(self.bare_cold),
                          "memory": {"after_start": self.bare_started.document(),
                                     "after_load": self.bare_loaded.document()}},
             "functions": {f.workload.name: f.document(self.bare_cold) for f in self.functions},
         }
+        if self.floor_cold is not None:
+            found["floor"] = {"name": "floor", "cold_start_ms": _cold_document(self.floor_cold),
+                              "ratios": {"cold_start_median":
+                                         self.floor_cold.median / self.bare_cold.median}}
+        return found
 
 
 # -- the client ----------------------------------------------------------------------------
@@ -417,14 +424,17 @@ def load(workload: Workload, subject: Subject, bare: Served, logs: Path, *, requ
 
 def run(workloads: Sequence[Workload], subjects: dict[str, Subject], bare: Subject,
         logs: Path, say: Say, *, runs: int, requests: int,
-        concurrency: int = CONCURRENCY) -> FleetResult:
-    """`subjects`: the served function of each workload's `function`."""
+        concurrency: int = CONCURRENCY, floor: Subject | None = None) -> FleetResult:
+    """`subjects`: the served function of each workload's `function`. `floor`, when
+    given, takes its turn in the cold-start rounds with bare's event."""
     for name in {bare.name, *subjects}:  # one log per function and run
         (logs / f"{name}.log").unlink(missing_ok=True)
     cold_subjects: list[tuple[Subject, Callable[[], Stream]]] = [
         (bare, workloads[0].stream),
+        *([(floor, workloads[0].stream)] if floor is not None else []),
         *((subjects[w.function], w.stream) for w in workloads if w.cold_start)]
-    say(f"cold starts: {runs} per function and the bare one, in turns…")
+    say(f"cold starts: {runs} per function and the bare one"
+        f"{' and the floor' if floor is not None else ''}, in turns…")
     cold = cold_starts(cold_subjects, runs, logs, say)
     served_bare = _serve(bare, logs)
     figures: list[FunctionFigures] = []
@@ -447,4 +457,5 @@ def run(workloads: Sequence[Workload], subjects: dict[str, Subject], bare: Subje
         bare_loaded = memory(served_bare.process.pid)
     finally:
         stop(served_bare)
-    return FleetResult(figures, cold[bare.name], bare_started, bare_loaded, concurrency)
+    return FleetResult(figures, cold[bare.name], bare_started, bare_loaded, concurrency,
+                       floor_cold=cold[floor.name] if floor is not None else None)

@@ -18,6 +18,7 @@ from stack import services
 from stack.layout import Layout
 
 BARE = Path(__file__).resolve().parent / "bare"
+FLOOR = Path(__file__).resolve().parent / "floor"
 PARSE_COMMENT = "parse-comment"
 
 
@@ -40,12 +41,23 @@ def parse_comment(layout: Layout, stack_env: Mapping[str, str]) -> Subject:
 
 
 def bare(layout: Layout, stack_env: Mapping[str, str]) -> Subject:
+    return _swapped(layout, stack_env, "bare", BARE)
+
+
+def floor(layout: Layout, stack_env: Mapping[str, str]) -> Subject:
+    """bench/floor: pydantic and psycopg, one model validated and one statement run; with
+    parse-comment's environment, so its DATABASE_URL (parse-comment's login)."""
+    return _swapped(layout, stack_env, "floor", FLOOR)
+
+
+def _swapped(layout: Layout, stack_env: Mapping[str, str], name: str,
+             package: Path) -> Subject:
     real = parse_comment(layout, stack_env)
 
     def component(port: int) -> services.Component:
         served = real.component(port)
-        pythonpath = os.pathsep.join([str(BARE), str(layout.root)])
-        return dataclasses.replace(served, name="bare", cwd=BARE,
+        pythonpath = os.pathsep.join([str(package), str(layout.root)])
+        return dataclasses.replace(served, name=name, cwd=package,
                                    env={**served.env, "PYTHONPATH": pythonpath})
 
-    return Subject("bare", component)
+    return Subject(name, component)

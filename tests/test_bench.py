@@ -209,4 +209,9 @@ def test_given_the_stack_when_the_bench_runs_quick_then_the_json_has_every_funct
         assert f"functions.{function}.rss_after_load_mib" in document["figures"]
     assert document["figures"]["functions.parse-comment (decision path)."
                                "sequential_events_per_second"]["target"] == ">= 0.8x"
+    # The floor (pydantic + psycopg, nothing of ours) started in the same rounds as bare.
+    floor = document["functions"]["floor"]
+    assert len(floor["cold_start_ms"]["samples"]) == document["parameters"]["functions"]["runs"]
+    assert floor["ratios"]["cold_start_median"] > 0
+    assert document["figures"]["functions.floor.cold_start_median_ms"]["target"] == "<= 1.5x"
     assert document["bounty"]["samples"] == 1
