@@ -342,18 +342,32 @@ class Doorbell(threading.Thread):
     nothing: the offsets it has not committed stay where they are) and waits here; this
     one consumer, reading from the end of the topic, rings when any record arrives.
     A missed ring costs latency, never an event: dozing consumers also look every second.
+
+    It rings a Trigger only for records its filter matches. Ringing every Trigger for
+    every record woke all twelve consumers of the stack whenever one flow was busy: the
+    signing pipeline (three Triggers) ran with thirteen consumers polling tansu, whose
+    fetches were half the pipeline's CPU. A consumer woken for nothing only filtered the
+    records out; it now catches up on them when it looks (every second), which commits
+    their offsets later and delivers nothing later.
     """
 
     def __init__(self, *, bootstrap: list[str], topic: str, partitions: int,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event,
+                 filters: Mapping[str, Filter] | None = None) -> None:
         super().__init__(name="doorbell", daemon=True)
         self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
         self.stopping = stopping
+        # Trigger name → its filter; None rings every Trigger for every record.
+        self.filters = dict(filters) if filters is not None else None
         self.rings = 0
         self.last_ring = 0.0
-        self.latest: dict[int, int] = {}  # partition → the offset after the last record seen
+        # Trigger name → partition → the offset after the last record seen that it matches
+        # (with no filters, under the name "", every record).
+        self.latest: dict[str, dict[int, int]] = {}
+        self._rung: dict[str, tuple[int, float]] = {}  # Trigger name → (rings, when)
+        self._everyone = 0  # rings for every Trigger: `ring()` with no records (at stop)
         self._rang = threading.Condition()
 
     def run(self) -> None:
@@ -367,11 +381,7 @@ class Doorbell(threading.Thread):
             consumer.assign([TopicPartition(self.topic, p, OFFSET_END)
                              for p in range(self.partitions)])
             while not self.stopping.is_set():
-                # Only where each partition now ends: no record is decoded here.
-                latest = {partition: offset + 1 for m in arrivals(consumer, wait=0.1)
-                          if m.error() is None
-                          and (partition := m.partition()) is not None
-                          and (offset := m.offset()) is not None}
+                latest = self._matched(arrivals(consumer, wait=0.1))
                 if latest:
                     self.ring(latest)
         except Exception:
@@ -379,19 +389,65 @@ class Doorbell(threading.Thread):
         finally:
             consumer.close()
 
-    def ring(self, latest: Mapping[int, int] | None = None) -> None:
+    def _matched(self, messages: list[Message]) -> dict[str, dict[int, int]]:
+        """Trigger name → partition → the offset after the last of `messages` it matches.
+        Only the headers are read (the broker topic is in binary mode): no data decoded."""
+        found: dict[str, dict[int, int]] = {}
+        for message in messages:
+            partition, offset = message.partition(), message.offset()
+            if message.error() is not None or partition is None or offset is None:
+                continue
+            if self.filters is None:
+                names: Iterable[str] = ("",)
+            else:
+                attributes = Record.of(message).event.attributes
+                names = [name for name, f in self.filters.items()
+                         if f.match(attributes).matched]
+            for name in names:
+                found.setdefault(name, {})[partition] = offset + 1
+        return found
+
+    def ring(self, latest: Mapping[str, Mapping[int, int]] | None = None) -> None:
+        """Wake the Triggers `latest` names (every one when None: at stop)."""
         with self._rang:
-            for partition, offset in (latest or {}).items():
-                self.latest[partition] = max(offset, self.latest.get(partition, 0))
+            now = time.monotonic()
+            for name, offsets in (latest or {}).items():
+                mine = self.latest.setdefault(name, {})
+                for partition, offset in offsets.items():
+                    mine[partition] = max(offset, mine.get(partition, 0))
+                self._rung[name] = (self._rung.get(name, (0, 0.0))[0] + 1, now)
+            if latest is None:
+                self._everyone += 1
             self.rings += 1
-            self.last_ring = time.monotonic()
+            self.last_ring = now
             self._rang.notify_all()
 
-    def wait(self, seen: int, timeout: float) -> int:
-        """Wait until it rang after `seen` rings (or `timeout`); returns the rings so far."""
+    def _key(self, trigger: str) -> str:
+        return trigger if self.filters is not None else ""
+
+    def rings_of(self, trigger: str) -> int:
+        """How often it rang for this Trigger, counting the rings for every Trigger."""
         with self._rang:
-            self._rang.wait_for(lambda: self.rings != seen or self.stopping.is_set(), timeout)
-            return self.rings
+            return self.rings_for(trigger)
+
+    def rings_for(self, trigger: str) -> int:  # under self._rang
+        return self._rung.get(self._key(trigger), (0, 0.0))[0] + self._everyone
+
+    def last_ring_of(self, trigger: str) -> float:
+        with self._rang:
+            return self._rung.get(self._key(trigger), (0, 0.0))[1]
+
+    def latest_of(self, trigger: str) -> Mapping[int, int]:
+        with self._rang:
+            return dict(self.latest.get(self._key(trigger), {}))
+
+    def wait(self, trigger: str, seen: int, timeout: float) -> int:
+        """Wait until it rang for `trigger` after `seen` of its rings (or `timeout`);
+        returns its rings so far."""
+        with self._rang:
+            self._rang.wait_for(
+                lambda: self.rings_for(trigger) != seen or self.stopping.is_set(), timeout)
+            return self.rings_for(trigger)
 
 
 # -- one Trigger's consumer (its own thread) ---------------------------------------------
@@ -492,8 +548,6 @@ class TriggerConsumer(threading.Thread):
                     self._doze(consumer)
                     wait = 0.0  # still poll: rebalances and errors arrive through it
                 arrived = arrivals(consumer, wait=wait)
-                if arrived:
-                    self._busy_at = time.monotonic()
                 for message in arrived:
                     error = message.error()
                     if error is not None:
@@ -507,7 +561,9 @@ class TriggerConsumer(threading.Thread):
                         state.pending.append(record)
                         state.seen = record.offset + 1
                 self._drain()
-                self._dispatch()
+                # Busy while it delivers: records its filter drops keep nobody awake.
+                if self._dispatch():
+                    self._busy_at = time.monotonic()
                 self._settle()
                 self._commit(sync=False)
                 self._backpressure(consumer)
@@ -527,30 +583,35 @@ class TriggerConsumer(threading.Thread):
         return [TopicPartition(self.topic, p) for p in self.partitions]
 
     def _maybe_doze(self, consumer: Consumer) -> None:
-        """Pause when nothing arrived, rang, waits or flies for DOZE_AFTER: everything
-        appended before then was fetched by the fetches of that quiet while, and what
-        comes after rings the doorbell."""
+        """Pause when nothing matched, rang, waits or flies for DOZE_AFTER, and this
+        consumer has fetched past every record the doorbell saw for it: what comes after
+        rings the doorbell. Records its filter drops do not keep it awake (they wait,
+        uncommitted, for its next look or ring)."""
         bell = self.doorbell
         if bell is None or self.dozing or not self.partitions or self._paused:
             return
         if self._in_flight() or any(p.pending for p in self.partitions.values()):
             self._busy_at = time.monotonic()
             return
-        quiet_since = max(self._busy_at, bell.last_ring)
+        name = self.trigger.name
+        quiet_since = max(self._busy_at, bell.last_ring_of(name))
         if time.monotonic() - quiet_since < DOZE_AFTER:
             return
-        if any(state.seen < bell.latest.get(partition, 0)
+        # The rings first, then the offsets: a ring in between wakes it at once.
+        rings = bell.rings_of(name)
+        latest = bell.latest_of(name)
+        if any(state.seen < latest.get(partition, 0)
                for partition, state in self.partitions.items()):
-            return  # the doorbell saw records this consumer has not: not idle, only slow
+            return  # the doorbell saw records for it this consumer has not: only slow
         self._commit(sync=False)
         consumer.pause(self._assignment())
         self.dozing = True
-        self._rings_seen = bell.rings
+        self._rings_seen = rings
 
     def _doze(self, consumer: Consumer) -> None:
         bell = self.doorbell
         assert bell is not None
-        rings = bell.wait(self._rings_seen, DOZE_LOOK_EVERY)
+        rings = bell.wait(self.trigger.name, self._rings_seen, DOZE_LOOK_EVERY)
         now = time.monotonic()
         rang = rings != self._rings_seen
         if not rang and now - self._busy_at < DOZE_LOOK_EVERY:
@@ -581,16 +642,21 @@ class TriggerConsumer(threading.Thread):
             log.warning("no seek after waking", extra={"trigger": self.trigger.name,
                                                        "error": str(exc)})
 
-    def _dispatch(self) -> None:
+    def _dispatch(self) -> int:
+        """Start what may start; returns how many deliveries it started."""
+        started = 0
         if self.trigger.ordered:
             for partition, state in self.partitions.items():
                 while state.pending and not state.in_flight:
-                    self._take(partition, state)
-            return
+                    started += self._take(partition, state)
+            return started
         budget = self.max_in_flight - self._in_flight()
         for partition, state in self.partitions.items():
             while state.pending and budget > 0:
-                budget -= self._take(partition, state)
+                taken = self._take(partition, state)
+                budget -= taken
+                started += taken
+        return started
 
     def _take(self, partition: int, state: _Partition) -> int:
         """Start the partition's next record: 1 when it went to a worker, 0 when filtered out."""
@@ -716,7 +782,8 @@ class Dispatcher:
         self._workers = ThreadPoolExecutor(max_workers=max(1, slots),
                                            thread_name_prefix="delivery")
         self.doorbell = Doorbell(bootstrap=self.bootstrap, topic=self.topic,
-                                 partitions=self.partitions, stopping=self.stopping)
+                                 partitions=self.partitions, stopping=self.stopping,
+                                 filters={t.name: t.filter for t in self.triggers})
         self.doorbell.start()
         for trigger in self.triggers:
             courier = Courier(trigger, client=self._client, publisher=publisher, ledger=ledger,

@@ -294,7 +294,7 @@ def test_given_a_doorbell_that_never_rings_when_an_event_arrives_then_a_periodic
     import broker.dispatcher as dispatcher_module
 
     monkeypatch.setattr(dispatcher_module, "DOZE_LOOK_EVERY", 0.2)
-    monkeypatch.setattr(dispatcher_module.Doorbell, "ring", lambda self: None)
+    monkeypatch.setattr(dispatcher_module.Doorbell, "ring", lambda self, latest=None: None)
     sink = subscriber(subscribers)
     dispatcher = dispatch(trigger("deaf", Destination(sink.url), broker), broker=broker)
     wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "the consumer dozing")
@@ -304,3 +304,33 @@ def test_given_a_doorbell_that_never_rings_when_an_event_arrives_then_a_periodic
     wait_until(lambda: sink.of(event_id), "the delivery")
     assert dispatcher.doorbell is not None
     assert dispatcher.doorbell.rings == 0
+
+
+def test_given_dozing_triggers_of_other_types_when_events_arrive_then_only_their_trigger_wakes(
+        dispatch, producer, broker, subscribers, monkeypatch):
+    import broker.dispatcher as dispatcher_module
+
+    # No periodic look: only a ring can wake a dozing consumer in this test.
+    monkeypatch.setattr(dispatcher_module, "DOZE_LOOK_EVERY", 3600.0)
+    busy, quiet = subscriber(subscribers), subscriber(subscribers)
+    dispatcher = dispatch(
+        trigger("busy", Destination(busy.url), broker, filter=type_is("dev.tests.busy")),
+        trigger("quiet", Destination(quiet.url), broker, filter=type_is("dev.tests.quiet"),
+                ordered=True),
+        broker=broker)
+    wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "every consumer dozing")
+    quiet_consumer = next(c for c in dispatcher.consumers if c.trigger.name == "quiet")
+    fetched = {p: s.seen for p, s in quiet_consumer.partitions.items()}
+
+    busy_ids = [publish(producer, broker, type="dev.tests.busy") for _ in range(20)]
+
+    wait_until(lambda: all(busy.of(i) for i in busy_ids), "the busy trigger's deliveries")
+    time.sleep(0.3)
+    assert quiet_consumer.dozing
+    assert {p: s.seen for p, s in quiet_consumer.partitions.items()} == fetched
+
+    # Woken for its own event, it reads past the others' and delivers only its own.
+    quiet_id = publish(producer, broker, type="dev.tests.quiet")
+    wait_until(lambda: quiet.of(quiet_id), "the quiet trigger's delivery")
+    assert not any(quiet.of(i) for i in busy_ids)
+    wait_until(lambda: all(c.dozing for c in dispatcher.consumers), "dozing again")
