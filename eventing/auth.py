@@ -9,7 +9,8 @@ only the broker reaches them (DESIGN §4; docs/decisions.md, "Who acts").
 
 Tokens:
 - HS256 with a shared secret (`JWT_SECRET`), or RS256 with a key of a JWKS given as a
-  file (`JWT_JWKS_FILE`) or fetched from a URL (`JWT_JWKS_URL`, cached by PyJWKClient).
+  file (`JWT_JWKS_FILE`) or fetched from a URL (`JWT_JWKS_URL`, cached by PyJWT's
+  PyJWKClient).
   The algorithm in the token's header only picks which configured key is tried; no other
   algorithm (`none`, an RS256 token against the HS256 secret, …) is ever accepted.
 - Claims: `sub` is the user id, and we define it to be the person's GitHub login, so
@@ -24,8 +25,9 @@ Any of these a client sent is dropped first.
 
 Calls between functions are eventing/callers.py's.
 
-PyJWT (which loads cryptography) is imported only by an edge that verifies tokens: it
-costs a few hundred milliseconds of cold start that the other functions need not pay.
+HS256 tokens are made and verified by eventing/jws.py (hmac and json); PyJWT, which loads
+cryptography, is imported only by an edge configured with RS256 keys (a JWKS file or URL):
++10.5 MiB RSS and tens of ms of cold start that an HS256-only edge need not pay.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, get_args
 
 from pydantic import AfterValidator, Field, SecretStr, field_validator
 
+from eventing import jws
 from eventing.errors import Unauthorized, Unavailable
 from eventing.settings import EnvSettings, SettingsError
 
@@ -132,20 +135,25 @@ class Verifier:
     block on the first fetch of a JWKS URL, so async code calls `verified`."""
 
     def __init__(self, settings: AuthSettings) -> None:
-        import jwt
-
         self._settings = settings
         self._secret = (None if settings.jwt_secret is None
                         else settings.jwt_secret.get_secret_value())
+        # PyJWT (and with it cryptography) only for RS256 keys, and only when some are
+        # configured: an HS256-only edge never loads it (eventing/jws.py).
         self._jwks: jwt.PyJWKSet | None = None
+        self._client: jwt.PyJWKClient | None = None
         if settings.jwks_file is not None:
+            import jwt
+
             try:
                 self._jwks = jwt.PyJWKSet.from_json(settings.jwks_file.read_text())
             except (OSError, ValueError, jwt.PyJWTError) as exc:
                 raise SettingsError(f"JWT_JWKS_FILE is not a readable JWKS: "
                                     f"{type(exc).__name__}") from None
-        self._client = (None if settings.jwks_url is None
-                        else jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=5))
+        if settings.jwks_url is not None:
+            import jwt
+
+            self._client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=5)
 
     @property
     def configured(self) -> bool:
@@ -181,19 +189,42 @@ class Verifier:
     def claims(self, token: str, require: tuple[str, ...] = ("exp", "sub")) -> dict[str, Any]:
         """The claims of a token whose signature, expiry, issuer and audience hold, and
         that has every claim of `require`; Unauthorized (or Unavailable) otherwise."""
-        import jwt
-
         try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+            header = jws.header(token)
+        except jws.InvalidToken:
             raise Unauthorized("the bearer token is not a JWT",
                                field="header authorization") from None
         algorithm = header.get("alg")
-        key = self._key(algorithm, token, header)
+        settings = self._settings
+        if algorithm == HS256 and self._secret is not None:
+            try:
+                return jws.decode(token, self._secret, require=require,
+                                  issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                                  leeway=settings.jwt_leeway_seconds)
+            except jws.ExpiredToken:
+                raise Unauthorized("the bearer token has expired",
+                                   field="header authorization") from None
+            except jws.InvalidToken as exc:
+                raise Unauthorized(f"the bearer token is not valid: {_reason(exc)}",
+                                   field="header authorization") from None
+        if algorithm == RS256 and (self._jwks is not None or self._client is not None):
+            return self._rs256_claims(token, header, require)
+        accepted = sorted(a for a, on in ((HS256, self._secret is not None),
+                                          (RS256, self._jwks is not None
+                                           or self._client is not None)) if on)
+        raise Unauthorized(f"bearer tokens signed with {algorithm!r} are not accepted "
+                           f"(accepted: {', '.join(accepted) or 'none'})",
+                           field="header authorization")
+
+    def _rs256_claims(self, token: str, header: Mapping[str, Any],
+                      require: tuple[str, ...]) -> dict[str, Any]:
+        import jwt
+
+        key = self._rs256_key(token, header)
         settings = self._settings
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, key, algorithms=[str(algorithm)],
+                token, key, algorithms=[RS256],
                 issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                 leeway=settings.jwt_leeway_seconds,
                 options={"require": list(require),
@@ -206,37 +237,31 @@ class Verifier:
                                field="header authorization") from None
         return claims
 
-    def _key(self, algorithm: object, token: str, header: Mapping[str, Any]) -> Any:
+    def _rs256_key(self, token: str, header: Mapping[str, Any]) -> Any:
         import jwt
 
-        if algorithm == HS256 and self._secret is not None:
-            return self._secret
-        if algorithm == RS256 and self._jwks is not None:
+        if self._jwks is not None:
             kid = header.get("kid")
             keys = [k for k in self._jwks if kid is None or k.key_id == kid]
             if not keys:
                 raise Unauthorized("the bearer token's key id is not in the JWKS",
                                    field="header authorization")
             return keys[0].key
-        if algorithm == RS256 and self._client is not None:
-            try:
-                return self._client.get_signing_key_from_jwt(token).key
-            except jwt.PyJWKClientConnectionError:
-                raise Unavailable("the JWKS to verify the bearer token cannot be read",
-                                  retry_after=5) from None
-            except jwt.PyJWTError:
-                raise Unauthorized("the bearer token's key id is not in the JWKS",
-                                   field="header authorization") from None
-        accepted = sorted(a for a, on in ((HS256, self._secret is not None),
-                                          (RS256, self._jwks is not None
-                                           or self._client is not None)) if on)
-        raise Unauthorized(f"bearer tokens signed with {algorithm!r} are not accepted "
-                           f"(accepted: {', '.join(accepted) or 'none'})",
-                           field="header authorization")
+        if self._client is None:  # pragma: no cover - claims() asked for a configured key
+            raise RuntimeError("no RS256 key is configured")
+        try:
+            return self._client.get_signing_key_from_jwt(token).key
+        except jwt.PyJWKClientConnectionError:
+            raise Unavailable("the JWKS to verify the bearer token cannot be read",
+                              retry_after=5) from None
+        except jwt.PyJWTError:
+            raise Unauthorized("the bearer token's key id is not in the JWKS",
+                               field="header authorization") from None
 
 
 def _reason(exc: Exception) -> str:
-    # PyJWT's messages name claims and checks, never the token or the key.
+    # PyJWT's messages (and eventing.jws's, which keep their words) name claims and checks,
+    # never the token or the key.
     return str(exc) or type(exc).__name__
 
 
@@ -256,8 +281,6 @@ def identity_of(claims: Mapping[str, Any]) -> Identity:
 def sign(secret: str, user: str, role: Role = DEFAULT_ROLE, *, ttl_seconds: int = 3600,
          now: float | None = None, **claims: Any) -> str:
     """An HS256 bearer token for `user` (the local stack's `./taskw token`, tests)."""
-    import jwt
-
     issued = int(time.time() if now is None else now)
     payload = {"sub": user, "role": role, "iat": issued, "exp": issued + ttl_seconds, **claims}
-    return jwt.encode(payload, secret, algorithm=HS256)
+    return jws.encode(payload, secret)

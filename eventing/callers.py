@@ -6,8 +6,10 @@ caller's name, `aud` the callee's name, `iat` and `exp` at most CALLER_TOKEN_MAX
 apart. Anything else is 401 (no, forged, expired or mis-addressed token) or 403 (a valid
 token of a caller not on the list).
 
-The tokens are PyJWT's HS256, verified by eventing.auth's Verifier; kept apart from
-auth.py because only a function with named callers (and its callers) needs them.
+The tokens are HS256 JWTs made by eventing/jws.py and verified by eventing.auth's Verifier
+(which verifies HS256 with it too): neither side loads PyJWT, whose import of cryptography
+would cost sign-tx and lease-key 10 MiB of RSS (docs/decisions.md, "HS256 by hand"). Kept
+apart from auth.py because only a function with named callers (and its callers) needs them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Final
 
 from pydantic import SecretStr
 
-from eventing.auth import HS256, AuthSettings, Verifier, bearer
+from eventing import jws
+from eventing.auth import AuthSettings, Verifier, bearer
 from eventing.errors import Forbidden, Unauthorized
 
 # A caller's token lives seconds: long enough for one request and its retries over a slow
@@ -32,11 +35,9 @@ def caller_token(secret: str, caller: str, audience: str, *,
                  ttl_seconds: int = CALLER_TOKEN_SECONDS, now: float | None = None) -> str:
     """The bearer token `caller` presents to the function `audience` (HS256, `secret`
     shared by the two alone)."""
-    import jwt
-
     issued = int(time.time() if now is None else now)
-    return jwt.encode({"sub": caller, "aud": audience, "iat": issued,
-                       "exp": issued + ttl_seconds}, secret, algorithm=HS256)
+    return jws.encode({"sub": caller, "aud": audience, "iat": issued,
+                       "exp": issued + ttl_seconds}, secret)
 
 
 class Callers:

@@ -155,6 +155,47 @@ def test_given_hs256_signed_with_the_public_key_then_alg_confusion_is_refused(
     assert "not accepted" in raised.value.detail
 
 
+def test_given_an_hs256_secret_and_a_jwks_then_hs256_signed_with_the_public_key_is_refused(
+        rsa_key, jwks_file) -> None:
+    # With both configured the HS256 token is tried against the secret alone, never the key.
+    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    forged = _hmac_token(claims(), pem, {"alg": "HS256", "typ": "JWT", "kid": KID})
+    check = verifier(JWT_SECRET=SECRET, JWT_JWKS_FILE=str(jwks_file))
+    with pytest.raises(Unauthorized) as raised:
+        check.verify(forged)
+    assert raised.value.detail == ("the bearer token is not valid: "
+                                   "Signature verification failed")
+    assert check.verify(rs256(rsa_key, claims())).user == "octocat"
+    assert check.verify(auth.sign(SECRET, "octocat")).user == "octocat"
+
+
+@pytest.mark.parametrize(("case", "make", "says"), [
+    ("expired", lambda: auth.sign(SECRET, "octocat", ttl_seconds=-120),
+     "the bearer token has expired"),
+    ("forged", lambda: auth.sign("some other secret, also 32 bytes+", "octocat"),
+     "the bearer token is not valid: Signature verification failed"),
+    ("no exp", lambda: _hmac_token({"sub": "octocat"}, SECRET.encode(), {"alg": "HS256"}),
+     'the bearer token is not valid: Token is missing the "exp" claim'),
+    ("issued in the future", lambda: auth.sign(SECRET, "octocat", now=time.time() + 600),
+     "the bearer token is not valid: The token is not yet valid (iat)"),
+    ("crit", lambda: _hmac_token(claims(), SECRET.encode(),
+                                 {"alg": "HS256", "crit": ["exp"], "exp": 1}),
+     "the bearer token is not valid: Unsupported critical extension"),
+    ("padded", lambda: auth.sign(SECRET, "octocat") + "=", "the bearer token is not a JWT"),
+    ("four segments", lambda: auth.sign(SECRET, "octocat") + ".e30",
+     "the bearer token is not a JWT"),
+    ("RS256 header, no JWKS", lambda: _hmac_token(claims(), SECRET.encode(), {"alg": "RS256"}),
+     "bearer tokens signed with 'RS256' are not accepted (accepted: HS256)"),
+])
+def test_given_a_bad_hs256_token_then_the_reason_names_the_check(case: str, make: Any,
+                                                                 says: str) -> None:
+    with pytest.raises(Unauthorized) as raised:
+        verifier(JWT_SECRET=SECRET).verify(make())
+    assert raised.value.detail == says
+    assert raised.value.field == "header authorization"
+
+
 def test_given_an_unreachable_jwks_url_then_unavailable_not_unauthorized(rsa_key,
                                                                           unused_port) -> None:
     with pytest.raises(Unavailable):

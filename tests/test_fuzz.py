@@ -25,6 +25,7 @@ from tests.fuzz.targets import (
     check_cesql,
     check_comment,
     check_edge,
+    check_jws,
     check_raw_tx,
     check_siwe,
     grammar,
@@ -56,6 +57,12 @@ def test_given_any_bytes_when_compiled_as_cesql_then_an_expression_or_a_parse_er
 @given(mutated("siwe"))
 def test_given_any_bytes_when_parsed_as_siwe_then_the_same_text_or_a_named_field(data):
     check_siwe(data)
+
+
+@quick
+@given(mutated("jws"))
+def test_given_any_bytes_when_decoded_as_an_hs256_token_then_refused_or_as_pyjwt_reads_it(data):
+    check_jws(data)
 
 
 @quick

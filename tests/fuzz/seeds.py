@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from eventing import ethereum
+from eventing import ethereum, jws
 from tests.test_siwe import EXAMPLE_COM as SIWE_EXAMPLE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,6 +87,16 @@ def adversarial(size: int) -> list[bytes]:
     )]
 
 
+def jws_tokens() -> list[bytes]:
+    """A caller token that verifies (far from expiring), and ones that must not."""
+    from tests.fuzz.targets import JWS_KEY
+
+    good = {"sub": "sign-tx", "aud": "lease-key", "iat": 1_700_000_000, "exp": 4_000_000_000}
+    return [jws.encode(claims, JWS_KEY).encode() for claims in (
+        good, {**good, "aud": ["verify-tx", "lease-key"]}, {**good, "exp": 1},
+        {**good, "nbf": 4_000_000_000}, {"sub": "sign-tx"})]
+
+
 def regressions(name: str) -> list[Path]:
     """Inputs a fuzzer once failed on (tests/fuzz/regressions/<target>/), replayed by
     tests/test_fuzz.py and given to every atheris run as seeds."""
@@ -95,4 +105,5 @@ def regressions(name: str) -> list[Path]:
 
 SEEDS: Mapping[str, Callable[[], list[bytes]]] = {
     "cesql": cesql, "siwe": siwe, "raw-tx": raw_tx, "edge": edge, "comment": comment,
+    "jws": jws_tokens,
 }

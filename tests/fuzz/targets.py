@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from broker import cesql
-from eventing import ethereum, siwe
+from eventing import ethereum, jws, siwe
 from eventing.denominations import DEFAULT_REGISTRY
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import IssueCommentEvent
@@ -223,10 +223,36 @@ def check_comment(data: bytes) -> None:
         assert grammar.closing_references(f"closes {where}{reference.number}") == (reference,)
 
 
+# -- HS256 tokens (eventing/jws.py) against PyJWT, the reference --------------------------
+JWS_KEY = "the fuzzer's HS256 secret, 32 bytes or more"
+JWS_OPTIONS: Mapping[str, Any] = {"audience": "lease-key", "require": ("exp", "sub")}
+
+
+def check_jws(data: bytes) -> None:
+    """Refusals are InvalidToken with a reason that holds neither key nor token, and what
+    we accept PyJWT accepts with the same claims (we may refuse more: eventing/jws.py)."""
+    import jwt
+
+    token = data.decode("utf-8", errors="replace")
+    try:
+        claims = jws.decode(token, JWS_KEY, **JWS_OPTIONS)
+    except jws.InvalidToken as refused:
+        said = str(refused)
+        assert said
+        assert JWS_KEY not in said
+        # (a few characters of a token may well be a word of the reason)
+        assert len(token) < 8 or token not in said
+        return
+    theirs = jwt.decode(token, JWS_KEY, algorithms=["HS256"], audience="lease-key",
+                        options={"require": ["exp", "sub"]})
+    assert theirs == claims
+
+
 TARGETS: Mapping[str, Callable[[bytes], None]] = {
     "cesql": check_cesql,
     "siwe": check_siwe,
     "raw-tx": check_raw_tx,
     "edge": check_edge,
     "comment": check_comment,
+    "jws": check_jws,
 }
