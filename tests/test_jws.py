@@ -24,8 +24,11 @@ from eventing import jws
 
 KEY = "the tests' HS256 secret, at least 32 bytes"
 OTHER_KEY = "another HS256 secret, also 32 bytes or more"
+# Read once, when the module is collected: a whole suite may run for many minutes after
+# that, so every token made from NOW is valid, expired or immature by hours, never seconds.
 NOW = time.time()
 HOUR = 3600
+FAR = 10 * HOUR
 
 
 def b64(data: bytes) -> str:
@@ -50,7 +53,7 @@ HS256 = {"alg": "HS256", "typ": "JWT"}
 
 
 def good(**more: Any) -> dict[str, Any]:
-    return {"sub": "sign-tx", "iat": int(NOW), "exp": int(NOW) + 60, **more}
+    return {"sub": "sign-tx", "iat": int(NOW), "exp": int(NOW) + FAR, **more}
 
 
 def ours(token: str, *, require: tuple[str, ...] = (), issuer: str | None = None,
@@ -165,10 +168,10 @@ def _padding_needed(claims: dict[str, Any]) -> dict[str, Any]:
 
 REFUSED: dict[str, tuple[str, dict[str, Any]]] = {
     "forged": (jws.encode(good(), OTHER_KEY), {}),
-    "expired": (jws.encode(good(exp=int(NOW) - 60), KEY), {}),
-    "expired beyond the leeway": (jws.encode(good(exp=int(NOW) - 60), KEY), {"leeway": 30}),
-    "immature (nbf)": (jws.encode(good(nbf=int(NOW) + 60), KEY), {}),
-    "issued in the future": (jws.encode(good(iat=int(NOW) + 60), KEY), {"leeway": 5}),
+    "expired": (jws.encode(good(exp=int(NOW) - FAR), KEY), {}),
+    "expired beyond the leeway": (jws.encode(good(exp=int(NOW) - FAR), KEY), {"leeway": 30}),
+    "immature (nbf)": (jws.encode(good(nbf=int(NOW) + FAR), KEY), {}),
+    "issued in the future": (jws.encode(good(iat=int(NOW) + FAR), KEY), {"leeway": 5}),
     "wrong audience": (jws.encode(good(aud="verify-tx"), KEY), {"audience": "lease-key"}),
     "no audience": (jws.encode(good(), KEY), {"audience": "lease-key"}),
     "empty audience": (jws.encode(good(aud=[]), KEY), {"audience": "lease-key"}),
@@ -237,7 +240,7 @@ def test_given_a_bad_token_then_both_refuse_it(case: str) -> None:
 
 
 def test_given_an_expired_token_then_both_say_expired() -> None:
-    token = jws.encode(good(exp=int(NOW) - 60), KEY)
+    token = jws.encode(good(exp=int(NOW) - FAR), KEY)
     with pytest.raises(jwt.ExpiredSignatureError):
         theirs(token)
     with pytest.raises(jws.ExpiredToken):
@@ -245,15 +248,16 @@ def test_given_an_expired_token_then_both_say_expired() -> None:
 
 
 def test_given_an_expired_token_within_the_leeway_then_both_accept() -> None:
-    token = jws.encode(good(exp=int(NOW) - 10, iat=int(NOW) + 10), KEY)
+    now = int(time.time())  # seconds matter here: the clock of this test, not of collection
+    token = jws.encode(good(exp=now - 10, iat=now + 10), KEY)
     assert ours(token, leeway=30) == theirs(token, leeway=30)
 
 
 @pytest.mark.parametrize(("case", "token"), [
     ("a padded signature", jws.encode(good(), KEY) + "="),
     ("a padded payload", _padded(jws.encode(_padding_needed(good()), KEY))),
-    ("exp a numeric string", jws.encode(good(exp=str(int(NOW) + 60)), KEY)),
-    ("exp true", jws.encode(good(iat=True, exp=int(NOW) + 60), KEY)),
+    ("exp a numeric string", jws.encode(good(exp=str(int(NOW) + FAR)), KEY)),
+    ("exp true", jws.encode(good(iat=True, exp=int(NOW) + FAR), KEY)),
     ("a crit header PyJWT understands", signed({**HS256, "crit": ["b64"], "b64": True}, good())),
 ])
 def test_given_what_pyjwt_tolerates_then_we_refuse_it(case: str, token: str) -> None:
