@@ -1,21 +1,26 @@
 -- accrue-payment's task facts in one statement (issue 8): `book_fact(...)` claims the
--- event's inbox row, books its entries (`book`, 0011) and records the answer, where the
--- edge made three statements inside BEGIN … COMMIT (5 round trips). The function sends it
--- in autocommit: the statement is its own transaction, so it is 1 round trip, and all of
--- it commits or none of it does (the deferred double-entry check of 0009 runs at that
--- commit as at any other). Every rule stays where it was: the inbox's key (source, id),
--- the ledger's unique keys, the append-only triggers, the sharded balances.
+-- event's inbox row, books its entry and records the answer, where the edge made three
+-- statements inside BEGIN … COMMIT (5 round trips). The function sends it in autocommit:
+-- the statement is its own transaction, so it is 1 round trip, and all of it commits or
+-- none of it does (the deferred double-entry check of 0009 runs at that commit as at any
+-- other). Every rule stays where it was: the inbox's key (source, id), the ledger's unique
+-- keys, the append-only triggers, the sharded balances (0011's trigger on postings).
 --
 -- A fact is always answered 202 with no reply, so the inbox row is written with its answer
 -- at once. A (source, id) the inbox already has: nothing is written, and the recorded
 -- digest and answer are returned for the function to compare (the same data: the first
 -- answer again; other data: a 409). A concurrent delivery of the same event waits on the
 -- first's inbox row, then reads it in the next statement's snapshot (READ COMMITTED), as
--- the edge's claim does (eventing/inbox.py). SECURITY INVOKER: only the role's own rights.
+-- the edge's claim does (eventing/inbox.py).
+--
+-- A fact books at most one entry, so it comes as scalars (kind NULL: nothing to book, the
+-- event is still claimed) and is booked without `book`'s arrays: the journal (an entry the
+-- ledger already has under another event id is skipped), the company's account then the
+-- user's (`book`'s order), each looked up before it is opened, the same decimals error as
+-- `book` (22023, COLUMN decimals), and both postings in one INSERT, so the balance trigger
+-- runs once. The daily close keeps using `book`. SECURITY INVOKER: only the role's rights.
 -- depends: 0011.accounting-fast-booking 0012.parse-comment-bot-posts
 
--- A fact books at most one entry, so it comes as scalars (kind NULL: nothing to book, the
--- event is still claimed): the client encodes no arrays, and the journal id is drawn here.
 CREATE FUNCTION accounting.book_fact(
   event_source text, event_id text, event_digest bytea,
   kind text, holder text, ref text, task_version integer, denomination text,

@@ -4,7 +4,8 @@ decode (the edge) → decide (pure, function.decide) → act (one transaction in
 `accounting`, with the event's inbox row) → answer:
 
 - `todo.task.assigned` / `.completed`: a fee or reward journal (the user's line, then the
-  company's counter-line), or nothing; 202.
+  company's counter-line), or nothing; 202. The transaction is one statement in autocommit
+  (`accounting.book_fact`, migration 0013; the edge's `OneStatement`).
 - `accounting.balance.get`: the balance and recent entries of the acting user (`authid`),
   or of anyone for an accountant or admin; replied as `accounting.balance`.
 - `dev.knative.sources.ping` with `{"close": "daily"}`: the daily close of the day before
