@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -40,13 +40,14 @@ class Database:
         self._error: str | None = None
 
     async def _configure(self, conn: AsyncConnection) -> None:
+        # Autocommit for good: `transaction()` sends BEGIN and COMMIT itself either way,
+        # and `autocommit()` then needs no switching back and forth on every use.
         await conn.set_autocommit(True)
         await conn.execute(
             sql.SQL("SET ROLE {role}; SET search_path TO {role}").format(
                 role=sql.Identifier(self.schema)
             )
         )
-        await conn.set_autocommit(False)
 
     def open_soon(self) -> None:
         """Start opening the pool on the running loop (func-python's start hook is sync)."""
@@ -96,14 +97,30 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """One transaction; store failures become the edge's transient errors."""
         await self.wait_open()
-        try:
+        with _store_errors():
             async with self._pool.connection() as conn, conn.transaction():
                 yield conn
-        except PoolTimeout:
-            raise Unavailable("no database connection free in time", retry_after=1) from None
-        except psycopg.errors.Error as exc:
-            if exc.sqlstate in _RETRYABLE_CONFLICTS:
-                raise Conflict("a concurrent change won; deliver again") from None
-            if isinstance(exc, psycopg.OperationalError):
-                raise Unavailable("the database connection failed", retry_after=1) from None
-            raise
+
+    @contextlib.asynccontextmanager
+    async def autocommit(self) -> AsyncIterator[AsyncConnection]:
+        """A connection where each statement is its own transaction: for work that is one
+        statement (a database function), which then costs one round trip instead of three
+        with BEGIN and COMMIT. Store failures map as in `transaction`."""
+        await self.wait_open()
+        with _store_errors():
+            async with self._pool.connection() as conn:
+                yield conn
+
+
+@contextlib.contextmanager
+def _store_errors() -> Iterator[None]:
+    try:
+        yield
+    except PoolTimeout:
+        raise Unavailable("no database connection free in time", retry_after=1) from None
+    except psycopg.errors.Error as exc:
+        if exc.sqlstate in _RETRYABLE_CONFLICTS:
+            raise Conflict("a concurrent change won; deliver again") from None
+        if isinstance(exc, psycopg.OperationalError):
+            raise Unavailable("the database connection failed", retry_after=1) from None
+        raise

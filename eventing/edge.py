@@ -126,6 +126,30 @@ class Route(Generic[M]):
     ignores: Callable[[M], bool] | None = None
 
 
+Statement = Callable[[Delivery[M], bytes], Awaitable["inbox.Recorded | inbox.Known"]]
+
+
+@dataclass(frozen=True)
+class OneStatement(Generic[M]):
+    """A route whose whole effect is one statement that also claims the event's inbox row
+    and records its answer (a database function of the function's schema, keyed by the
+    envelope's (source, id) as `inbox.claim` is). The edge opens no transaction for it:
+    `handler` gets the delivery with `tx` in autocommit, where that statement is its own
+    transaction (one round trip; all of it commits or none), and the event's digest
+    (`inbox.digest`). It returns the answer it recorded, or, when the inbox already had
+    the event, what it holds (`inbox.Known`: the edge answers it again or refuses other
+    data with 409, as for any route). It must make no other statement: a second one would
+    commit on its own."""
+
+    model: type[M]
+    handler: Statement[M]
+    ignores: Callable[[M], bool] | None = None
+
+
+# What `Edge.routes` maps an event type to.
+AnyRoute = Route[Any] | OneStatement[Any]
+
+
 def _field_path(loc: tuple[int | str, ...]) -> str:
     return "data" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc)
 
@@ -181,17 +205,17 @@ class Edge(Generic[S]):
         logs.configure(self.name)
         self._settings: S | None = None
         self._db: Database | None = None
-        self._routes: Mapping[str, Route[Any]] = {}
+        self._routes: Mapping[str, AnyRoute] = {}
         self._start_error: str | None = None
         self._verifier: auth.Verifier | None = None
         self._relay: Relay | None = None
 
     # -- what each function provides -------------------------------------------------
-    def routes(self) -> Mapping[str, Route[Any]]:
+    def routes(self) -> Mapping[str, AnyRoute]:
         """Event type → (data model, handler)."""
         raise NotImplementedError
 
-    def route_for(self, event_type: str) -> Route[Any]:
+    def route_for(self, event_type: str) -> AnyRoute:
         route = self._routes.get(event_type)
         if route is None:
             raise UnknownEventType(event_type)
@@ -354,10 +378,22 @@ class Edge(Generic[S]):
         if route.ignores is not None and route.ignores(data):
             return 202, None
         if self._db is None:
+            if isinstance(route, OneStatement):
+                raise RuntimeError(f"{self.name}: a OneStatement route needs a schema")
             reply = await route.handler(Delivery(envelope, data, None))
             answer = self._recorded(reply, envelope)
             return answer.status, answer.reply
         digest = inbox.digest(envelope.type, envelope.subject, raw, envelope.authid)
+        if isinstance(route, OneStatement):
+            async with self._db.autocommit() as conn:
+                outcome = await route.handler(Delivery(envelope, data, conn), digest)
+            if isinstance(outcome, inbox.Known):
+                log.info("redelivery answered from the inbox")
+                answer = inbox.again(envelope.source, envelope.id, digest, outcome)
+                return answer.status, answer.reply
+            if self._relay is not None:
+                self._relay.wake()
+            return outcome.status, outcome.reply
         async with self._db.transaction() as tx:
             known = await inbox.claim(tx, envelope.source, envelope.id, digest)
             if known is not None:
@@ -405,5 +441,5 @@ class NotBuiltEdge(Edge[Settings]):
     def routes(self) -> Mapping[str, Route[Any]]:
         return {}
 
-    def route_for(self, event_type: str) -> Route[Any]:
+    def route_for(self, event_type: str) -> AnyRoute:
         raise NotBuilt(f"{self.name} does not handle events yet: its capability is not built")

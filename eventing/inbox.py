@@ -70,12 +70,28 @@ async def claim(conn: AsyncConnection, source: str, event_id: str,
     if row is None:  # pragma: no cover - the row was there a statement ago
         raise Conflict("the inbox row vanished; deliver again")
     known_digest, status, reply = row
-    if bytes(known_digest) != event_digest:
+    return again(source, event_id, event_digest, Known(bytes(known_digest),
+                                                       Recorded(status=status, reply=reply)))
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the inbox holds for a (source, id) delivered before: the first delivery's
+    digest and answer. A handler that claims the inbox itself, in the one statement that
+    is its whole effect (eventing.edge.OneStatement), returns it for `again` to judge."""
+
+    digest: bytes
+    answer: Recorded
+
+
+def again(source: str, event_id: str, event_digest: bytes, known: Known) -> Recorded:
+    """The answer to a redelivery: the first answer for the same data, else Conflict."""
+    if known.digest != event_digest:
         raise Conflict(
             f"event {event_id!r} from {source!r} was already delivered with other data",
             field="id",
         )
-    return Recorded(status=status, reply=reply)
+    return known.answer
 
 
 async def record(conn: AsyncConnection, source: str, event_id: str, answer: Recorded) -> None:

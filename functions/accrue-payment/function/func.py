@@ -4,7 +4,8 @@ decode (the edge) → decide (pure, function.decide) → act (one transaction in
 `accounting`, with the event's inbox row) → answer:
 
 - `todo.task.assigned` / `.completed`: a fee or reward journal (the user's line, then the
-  company's counter-line), or nothing; 202.
+  company's counter-line), or nothing; 202. The transaction is one statement in autocommit
+  (`accounting.book_fact`, migration 0013; the edge's `OneStatement`).
 - `accounting.balance.get`: the balance and recent entries of the acting user (`authid`),
   or of anyone for an accountant or admin; replied as `accounting.balance`.
 - `dev.knative.sources.ping` with `{"close": "daily"}`: the daily close of the day before
@@ -18,19 +19,20 @@ company's account is no row every booking waits for).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Literal
 
 from psycopg import AsyncConnection
 from psycopg.errors import InvalidParameterValue
 from pydantic import Field
 
 from eventing.auth import AuthSettings
-from eventing.edge import Delivery, Edge, Envelope, Reply, Route
+from eventing.edge import AnyRoute, Delivery, Edge, Envelope, OneStatement, Reply, Route
 from eventing.errors import Forbidden, InvalidEvent, Unauthorized
 from eventing.events import (
     ACCOUNTING_BALANCE,
@@ -46,6 +48,7 @@ from eventing.events import (
     PayoutDue,
     TodoTask,
 )
+from eventing.inbox import Known, Recorded
 from eventing.settings import Settings
 from function.decide import (
     COMPANY,
@@ -108,26 +111,33 @@ class Function(Edge[AccountingSettings]):
     outbox = True  # the daily close's payout.due facts, relayed to K_SINK (the Broker)
     settings_type = AccountingSettings
 
-    def routes(self) -> Mapping[str, Route[Any]]:
-        return {TODO_TASK_ASSIGNED: Route(TodoTask, self.on_assigned),
-                TODO_TASK_COMPLETED: Route(TodoTask, self.on_completed),
+    def routes(self) -> Mapping[str, AnyRoute]:
+        # A task fact is one statement (`book_fact`, migration 0013): inbox claim, booking
+        # and answer in a single round trip, where the edge's transaction takes five.
+        return {TODO_TASK_ASSIGNED: OneStatement(TodoTask, self.on_assigned),
+                TODO_TASK_COMPLETED: OneStatement(TodoTask, self.on_completed),
                 ACCOUNTING_BALANCE_GET: Route(BalanceGet, self.on_balance_get),
                 PING: Route(DailyClose, self.on_close)}
 
     # -- task facts ---------------------------------------------------------------------
-    async def on_assigned(self, delivery: Delivery[TodoTask]) -> None:
-        await self._book_fact(delivery, on_assigned(price_of(delivery.data)))
+    async def on_assigned(self, delivery: Delivery[TodoTask],
+                          digest: bytes) -> Recorded | Known:
+        return await self._book_fact(delivery, digest, on_assigned(price_of(delivery.data)))
 
-    async def on_completed(self, delivery: Delivery[TodoTask]) -> None:
-        await self._book_fact(delivery, on_completed(price_of(delivery.data)))
+    async def on_completed(self, delivery: Delivery[TodoTask],
+                           digest: bytes) -> Recorded | Known:
+        return await self._book_fact(delivery, digest, on_completed(price_of(delivery.data)))
 
     @staticmethod
-    async def _book_fact(delivery: Delivery[TodoTask], decision: Decision) -> None:
-        assert delivery.tx is not None  # the function has a schema: the edge opened it
+    async def _book_fact(delivery: Delivery[TodoTask], digest: bytes,
+                         decision: Decision) -> Recorded | Known:
+        assert delivery.tx is not None  # the function has a schema: the edge gave one
         if isinstance(decision, Invalid):
             raise InvalidEvent(decision.why, field=decision.field)
-        if isinstance(decision, Entry):
-            await book(delivery.tx, [decision], delivery.envelope)
+        # A fact that moves no money is still claimed: its redelivery with other data is
+        # the same 409 as any other's.
+        entry = decision if isinstance(decision, Entry) else None
+        return await book_fact(delivery.tx, entry, delivery.envelope, digest)
 
     # -- balance.get --------------------------------------------------------------------
     async def on_balance_get(self, delivery: Delivery[BalanceGet]) -> Reply:
@@ -188,6 +198,45 @@ BOOK = ("SELECT accounting.book(%s::uuid[], %s::text[], %s::text[], %s::text[], 
         " %s::date[], %s::text[], %s::smallint[], %s::numeric[], %s, %s, %s)")
 
 
+BOOK_FACT = ("SELECT first, known_digest, known_status, known_reply FROM accounting.book_fact("
+             "%s, %s, %s, %s::text, %s, %s, %s::integer, %s, %s::smallint, %s::numeric, %s)")
+FACT_ANSWER = Recorded(status=202, reply=None)  # what book_fact records for a fact
+
+
+async def book_fact(conn: AsyncConnection, entry: Entry | None, envelope: Envelope,
+                    digest: bytes) -> Recorded | Known:
+    """A task fact in one statement, on a connection in autocommit (its own transaction):
+    claim the event's inbox row, book `entry` (if any) as `book` does, record the answer
+    202 (`accounting.book_fact`, migration 0013). When the inbox already has (source, id),
+    nothing is written and what it holds is returned for the edge to judge."""
+    # Scalars, not `book`'s arrays: psycopg dumps a one-element list at several times the
+    # cost of its element, and this is every fact's hot path.
+    fields = ((entry.kind, entry.user, entry.ref, entry.task_version, entry.denomination,
+               entry.decimals, entry.amount) if entry is not None else (None,) * 7)
+    with _decimals_refused():
+        cur = await conn.execute(BOOK_FACT, (envelope.source, envelope.id, digest, *fields,
+                                             COMPANY))
+    row = await cur.fetchone()
+    assert row is not None  # a function call answers one row
+    first, known_digest, status, reply = row
+    if first:
+        return FACT_ANSWER
+    return Known(bytes(known_digest), Recorded(status=status, reply=reply))
+
+
+@contextlib.contextmanager
+def _decimals_refused() -> Iterator[None]:
+    """An account keeps the decimals it was opened with: `book` refuses a fact that
+    disagrees (SQLSTATE 22023, COLUMN decimals), which is the event's fault: a 400."""
+    try:
+        yield
+    except InvalidParameterValue as exc:
+        if exc.diag.column_name != "decimals":
+            raise
+        raise InvalidEvent(exc.diag.message_primary or "decimals disagree with the ledger",
+                           field="data.decimals") from None
+
+
 async def book(tx: AsyncConnection, entries: Sequence[Entry], envelope: Envelope) -> int:
     """Write each entry as a journal with two lines, the user's and the company's, in one
     statement (`accounting.book`, migration 0011: it opens the accounts that do not exist
@@ -196,18 +245,13 @@ async def book(tx: AsyncConnection, entries: Sequence[Entry], envelope: Envelope
     that disagrees is invalid. Returns how many entries were booked."""
     if not entries:
         return 0
-    try:
+    with _decimals_refused():
         cur = await tx.execute(BOOK, (
             [uuid.uuid4() for _ in entries], [e.kind for e in entries],
             [e.user for e in entries], [e.ref for e in entries],
             [e.task_version for e in entries], [e.day for e in entries],
             [e.denomination for e in entries], [e.decimals for e in entries],
             [e.amount for e in entries], envelope.source, envelope.id, COMPANY))
-    except InvalidParameterValue as exc:
-        if exc.diag.column_name != "decimals":
-            raise
-        raise InvalidEvent(exc.diag.message_primary or "decimals disagree with the ledger",
-                           field="data.decimals") from None
     row = await cur.fetchone()
     assert row is not None  # a function call answers one row
     return len(row[0])

@@ -34,6 +34,12 @@ class Books:
         with psycopg.connect(self.url, autocommit=True) as conn:
             return conn.execute(query, params).fetchall()
 
+    def inbox(self, source: str, event_id: str) -> tuple[int | None, Any] | None:
+        """The inbox's (status, reply) for (source, id); None: it has no row."""
+        rows = self._rows("SELECT status, reply FROM accounting.inbox"
+                          " WHERE source = %s AND id = %s", source, event_id)
+        return (rows[0][0], rows[0][1]) if rows else None
+
     def balance(self, holder: str, denomination: str = "USDC") -> Decimal | None:
         rows = self._rows("SELECT balance FROM accounting.account_balances WHERE kind = 'user'"
                           " AND holder = %s AND denomination = %s", holder, denomination)

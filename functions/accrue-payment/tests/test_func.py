@@ -17,11 +17,12 @@ from typing import Any
 import psycopg
 import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
+from psycopg import AsyncConnection, AsyncCursor
 
 from eventing import auth
 from function import new
 from function.decide import payout_id
-from tests.factory import Event, cloudevent, served
+from tests.factory import Event, cloudevent, probed_ready, served
 
 pytestmark = pytest.mark.stack
 
@@ -160,6 +161,96 @@ async def test_given_a_denomination_known_with_other_decimals_when_delivered_the
     assert response.status_code == 400
     assert response.json()["field"] == "data.decimals"
     assert books.balance(alice) == Decimal("-12.5")
+
+
+async def test_given_a_fact_when_delivered_again_with_other_data_then_409_and_booked_once(
+        env, books, facts):
+    alice = facts.user()
+    task = facts.task(assignee=alice, assign_fee="7")
+    first = facts.fact(facts.ASSIGNED, task)
+    other = facts.fact(facts.ASSIGNED, task | {"assign_fee": "9"}, event_id=first.id)
+    responses = await post_all(env, first, other, first)
+    assert statuses(responses) == [202, 409, 202]
+    assert responses[1].json()["field"] == "id"
+    assert books.balance(alice) == Decimal("-7")
+    assert books.inbox(first.attributes["source"], first.id) == (202, None)
+
+
+async def test_given_a_fact_that_moves_no_money_when_delivered_again_with_other_data_then_409(
+        env, books, facts):
+    done = facts.task(assignee=None, status="done", version=3)  # nobody to pay: no entry
+    first = facts.fact(facts.COMPLETED, done)
+    other = facts.fact(facts.COMPLETED, done | {"title": "renamed"}, event_id=first.id)
+    assert statuses(await post_all(env, first, first, other)) == [202, 202, 409]
+    assert books.inbox(first.attributes["source"], first.id) == (202, None)
+
+
+async def test_given_one_fact_delivered_twice_at_once_then_both_202_and_the_fee_debited_once(
+        env, books, facts):
+    alice = facts.user()
+    assigned = facts.fact(facts.ASSIGNED, facts.task(assignee=alice, assign_fee="4.25"))
+    async with served(new(), {**env, "DATABASE_POOL_SIZE": "4"}) as client:
+        responses = await asyncio.gather(*[
+            client.post("/", content=assigned.body, headers=dict(assigned.headers))
+            for _ in range(4)])
+    assert statuses(responses) == [202] * 4  # the later ones wait for the first's inbox row
+    assert books.balance(alice) == Decimal("-4.25")
+    assert books.summed(alice) == books.balance(alice)
+
+
+async def test_given_a_fact_the_ledger_refuses_when_delivered_then_nothing_is_written(
+        env, books, facts):
+    alice, denomination = facts.user(), facts.denomination()
+    await post_all(env, facts.fact(facts.ASSIGNED, facts.task(
+        assignee=facts.user(), denomination=denomination)))  # the company's account: 6 decimals
+    task = facts.task(assignee=alice, denomination=denomination, decimals=8)
+    refused = facts.fact(facts.ASSIGNED, task)
+    (response,) = await post_all(env, refused)
+    assert response.status_code == 400
+    # Neither the inbox row nor alice's account: the same id with other data is a new try.
+    assert books.inbox(refused.attributes["source"], refused.id) is None
+    assert books.balance(alice, denomination) is None
+    fixed = facts.fact(facts.ASSIGNED, task | {"decimals": 6}, event_id=refused.id)
+    assert statuses(await post_all(env, fixed)) == [202]
+    assert books.balance(alice, denomination) == Decimal("-12.5")
+
+
+async def test_given_a_fact_when_booked_then_it_is_one_statement_in_autocommit(
+        env, books, facts):
+    """Inbox claim, booking and answer in one round trip: no BEGIN, no COMMIT, no second
+    statement (issue 8)."""
+    sent: list[str] = []
+    execute, exec_command = AsyncCursor.execute, AsyncConnection._exec_command
+
+    async def counted(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(str(query))
+        return await execute(self, query, *args, **kwargs)
+
+    def command(self: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command.decode() if isinstance(command, bytes) else str(command))
+        return exec_command(self, command, *args, **kwargs)
+
+    alice = facts.user()
+    assigned = facts.fact(facts.ASSIGNED, facts.task(assignee=alice, assign_fee="3"))
+    async with served(new(), env) as client:
+        await probed_ready(client)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(AsyncCursor, "execute", counted)
+            patch.setattr(AsyncConnection, "_exec_command", command)
+            response = await client.post("/", content=assigned.body,
+                                         headers=dict(assigned.headers))
+    assert response.status_code == 202
+    assert len(sent) == 1, sent
+    assert "book_fact" in sent[0]
+    assert books.balance(alice) == Decimal("-3")
+
+
+async def test_given_no_database_when_a_fact_arrives_then_503_to_try_later(facts, unused_port):
+    down = {"DATABASE_URL": f"postgresql://accounting@127.0.0.1:{unused_port}/eventworks"}
+    (response,) = await post_all(down, facts.fact(facts.ASSIGNED, facts.task(
+        assignee=facts.user())))
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
 
 
 # -- balance.get ------------------------------------------------------------------------------

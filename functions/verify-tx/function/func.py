@@ -21,7 +21,7 @@ from psycopg import AsyncConnection
 from pydantic import BeforeValidator, Field
 
 from eventing import eip712, ethereum
-from eventing.edge import Delivery, Edge, Envelope, Reply, Route
+from eventing.edge import AnyRoute, Delivery, Edge, Envelope, Reply, Route
 from eventing.errors import NotBuilt
 from eventing.events import (
     BOUNTY_FUNDED,
@@ -160,7 +160,7 @@ class Function(Edge[VerifySettings]):
         return {TX_SIGNED: Route(TxSigned, self.on_tx_signed),
                 BOUNTY_SIGNED: Route(BountySigned, self.on_bounty_signed)}
 
-    def route_for(self, event_type: str) -> Route[Any]:
+    def route_for(self, event_type: str) -> AnyRoute:
         if event_type in NOT_BUILT_YET:
             raise NotBuilt(f"{self.name} does not handle {event_type} yet: "
                            f"{NOT_BUILT_YET[event_type]}")
