@@ -188,7 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             booked = ledger.run(stack_env, events=args.ledger_events)
             parameters["ledger"] = {"events": args.ledger_events,
                                     "concurrency": [1, ledger.CONCURRENCY],
-                                    "users": ledger.USERS}
+                                    "users": ledger.USERS,
+                                    "interleave_chunk": ledger.CHUNK}
     except BenchFailure as failure:
         print(f"benchmark failed: {failure}", file=sys.stderr)
         return FAILED

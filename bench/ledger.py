@@ -3,7 +3,7 @@ PostgreSQL insert loop that writes the same rows, in one run.
 
 1. Ledger: N `todo.task.assigned` / `.completed` facts (alternating, each task assigned
    then completed, users cycling over USERS) posted to accrue-payment in this process
-   through func-python's real decode/encode path (tests/factory.served), booked in the
+   through func-python's real decode/encode path (its ASGI app, called), booked in the
    stack's PostgreSQL as the function's own role: one `accounting.book_fact` in
    autocommit (migration 0013: inbox claim, journal, accounts, two postings, the balance
    trigger, the recorded answer; the deferred balance check at its commit). Sequential,
@@ -17,6 +17,9 @@ PostgreSQL insert loop that writes the same rows, in one run.
    COMMIT where a transaction block sends them) and reported beside it: writing those
    rows in fewer round trips is part of what the function may gain over the bare loop;
    its HTTP decode/encode, validation and triggers are what it pays.
+
+The two take turns in chunks of CHUNK (ledger, then bare), at 1 client and at CONCURRENCY,
+so that load arriving meanwhile (the stack, other work on the machine) slows both alike.
 
 Fees exceed rewards, so the bench's users end in debt and no daily close pays them.
 """
@@ -33,14 +36,16 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from func_python.cloudevent import ASGIApplication
 from psycopg import AsyncConnection, AsyncCursor, sql
 
 from bench.processes import BenchFailure
 from stack.layout import Layout
-from tests.factory import Event, cloudevent, served
+from tests.factory import Event, cloudevent
 
 EVENTS = 1000
 CONCURRENCY = 4
+CHUNK = 100  # events per turn of the ledger, then as many bare transactions
 USERS = 20
 TODO = "/eventworks/todo-crud"
 # What a booked fact writes: the inbox row, the journal, its two postings, the inbox's answer.
@@ -155,58 +160,113 @@ def _accrue_payment() -> Any:
     return importlib.import_module("function").new()
 
 
-async def _ledger(env: Mapping[str, str], count: int, concurrency: int) -> tuple[Run, int]:
-    function = _accrue_payment()
-    events = facts(count, uuid.uuid4().hex[:10])
-    async with served(function, {**env, "DATABASE_POOL_SIZE": str(max(concurrency, 2)),
-                                 "LOG_LEVEL": "WARNING"}) as client:
-        warm = facts(10, uuid.uuid4().hex[:10])
-        for event in warm:  # the pool opened, the statements prepared
-            await client.post("/", content=event.body, headers=dict(event.headers))
+async def asgi_post(app: Any, event: Event) -> tuple[int, bytes]:
+    """POST one event to an ASGI app by calling it: func-python's real decode, the edge and
+    the encode, without an HTTP client's request building and response parsing, which are
+    the caller's cost (the dispatcher's, in the stack) and which the bare loop has no twin
+    of. httpx's ASGITransport was about 40 % of a booked fact's time in this process."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
+               for k, v in event.headers.items()]
+    headers.append((b"content-length", str(len(event.body)).encode()))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": "POST", "scheme": "http", "path": "/", "raw_path": b"/",
+             "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 0), "server": ("function.test", 80)}
+    body = [event.body]
+    status = [0]
+    chunks: list[bytes] = []
 
-        async def post(_: int, event: Event) -> None:
-            response = await client.post("/", content=event.body, headers=dict(event.headers))
-            if response.status_code == 409:  # a deadlock lost: the broker would retry it
-                response = await client.post("/", content=event.body,
-                                             headers=dict(event.headers))
-            if response.status_code != 202:
-                raise BenchFailure(f"accrue-payment answered {response.status_code}: "
-                                   f"{response.text[:200]}")
+    async def receive() -> dict[str, Any]:
+        if body:
+            return {"type": "http.request", "body": body.pop(), "more_body": False}
+        return {"type": "http.disconnect"}
 
-        with counted_statements() as statements:
-            seconds = await _clients(concurrency, events, post)
-    return Run(count, seconds), statements[0]
+    async def send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status[0], b"".join(chunks)
 
 
-async def _bare(url: str, count: int, concurrency: int, inserts: int) -> Run:
-    # A logged table like the ledger's (a temporary one writes no WAL, commits for free),
-    # in the schema the role owns; dropped afterwards.
-    table = sql.Identifier("accounting", f"bench_bare_{uuid.uuid4().hex[:10]}")
-    connections = [await AsyncConnection.connect(url) for _ in range(concurrency)]
-    try:
-        await connections[0].execute(
-            sql.SQL("CREATE TABLE {} (n bigint, v numeric)").format(table))
+class _Bare:
+    """The bare loop's connections (one per client) and its own plain table."""
+
+    def __init__(self, connections: list[AsyncConnection[Any]], table: sql.Identifier,
+                 inserts: int) -> None:
+        self.connections = connections
+        self.insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table)
+        self.table = table
+        self.inserts = inserts
+
+    @classmethod
+    async def open(cls, url: str, concurrency: int, inserts: int) -> _Bare:
+        # A logged table like the ledger's (a temporary one writes no WAL, commits for
+        # free), in the schema the role owns; dropped afterwards.
+        table = sql.Identifier("accounting", f"bench_bare_{uuid.uuid4().hex[:10]}")
+        connections = [await AsyncConnection.connect(url) for _ in range(concurrency)]
+        await connections[0].execute(sql.SQL("CREATE TABLE {} (n bigint, v numeric)")
+                                     .format(table))
         await connections[0].commit()
-        insert = sql.SQL("INSERT INTO {} VALUES (%s, %s)").format(table)
+        return cls(connections, table, inserts)
 
-        async def transaction(n: int, i: int) -> None:
-            conn = connections[n]
-            async with conn.transaction():
-                for k in range(inserts):
-                    await conn.execute(insert, (i, k))
+    async def transaction(self, n: int, i: int) -> None:
+        conn = self.connections[n]
+        async with conn.transaction():
+            for k in range(self.inserts):
+                await conn.execute(self.insert, (i, k))
 
-        seconds = await _clients(concurrency, list(range(count)), transaction)
-    finally:
+    async def close(self) -> None:
         with contextlib.suppress(Exception):
-            await connections[0].execute(sql.SQL("DROP TABLE IF EXISTS {}").format(table))
-            await connections[0].commit()
-        for conn in connections:
+            await self.connections[0].execute(
+                sql.SQL("DROP TABLE IF EXISTS {}").format(self.table))
+            await self.connections[0].commit()
+        for conn in self.connections:
             await conn.close()
-    return Run(count, seconds)
+
+
+async def _level(env: Mapping[str, str], url: str, count: int, concurrency: int,
+                 inserts: int, chunk: int) -> tuple[Run, Run, int]:
+    """The ledger and the bare loop at one number of clients, taking turns in chunks of
+    `chunk` events (as the functions part does), so that load arriving during the run
+    slows both alike; the statements the ledger's chunks made."""
+    function = _accrue_payment()
+    app = ASGIApplication(function)
+    function.start({**env, "DATABASE_POOL_SIZE": str(max(concurrency, 2)),
+                    "LOG_LEVEL": "WARNING"})
+    bare = await _Bare.open(url, concurrency, inserts)
+    try:
+        async def post(_: int, event: Event) -> None:
+            status, answer = await asgi_post(app, event)
+            if status == 409:  # a deadlock lost: the broker would retry it
+                status, answer = await asgi_post(app, event)
+            if status != 202:
+                raise BenchFailure(f"accrue-payment answered {status}: {answer[:200]!r}")
+
+        for event in facts(10, uuid.uuid4().hex[:10]):  # the pool opened, plans cached
+            await post(0, event)
+        for i in range(10):
+            await bare.transaction(0, -1 - i)
+        events = facts(count, uuid.uuid4().hex[:10])
+        ledger_seconds = bare_seconds = 0.0
+        statements = 0
+        for first in range(0, count, chunk):
+            turn = events[first:first + chunk]
+            with counted_statements() as counted:
+                ledger_seconds += await _clients(concurrency, turn, post)
+            statements += counted[0]
+            bare_seconds += await _clients(concurrency, list(range(first, first + len(turn))),
+                                           bare.transaction)
+    finally:
+        await bare.close()
+        await function.aclose()
+    return Run(count, ledger_seconds), Run(count, bare_seconds), statements
 
 
 def run(stack_env: Mapping[str, str], *, events: int = EVENTS,
-        concurrency: int = CONCURRENCY) -> LedgerResult:
+        concurrency: int = CONCURRENCY, chunk: int = CHUNK) -> LedgerResult:
     url = stack_env.get("DATABASE_URL_ACCOUNTING")
     if url is None:
         raise BenchFailure("the stack's env has no DATABASE_URL_ACCOUNTING: restart it")
@@ -214,15 +274,11 @@ def run(stack_env: Mapping[str, str], *, events: int = EVENTS,
     ledger: dict[int, Run] = {}
     bare: dict[int, Run] = {}
     trips: list[float] = []
-    levels = sorted({1, concurrency})
-    for level in levels:
-        print(f"ledger: {events} task facts, {level} client(s)…", flush=True)
-        ledger[level], statements = asyncio.run(_ledger(env, events, level))
-        trips.append(statements / events)  # BEGIN and COMMIT counted where sent
-    per_event = sum(trips) / len(trips)
     bare_trips = ROWS_PER_EVENT + 2  # + BEGIN and COMMIT
-    for level in levels:
-        print(f"bare loop: {events} transactions of {bare_trips} round trips, "
-              f"{level} client(s)…", flush=True)
-        bare[level] = asyncio.run(_bare(url, events, level, bare_trips - 2))
-    return LedgerResult(ledger, bare, per_event, bare_trips)
+    for level in sorted({1, concurrency}):
+        print(f"ledger: {events} task facts beside {events} bare transactions of "
+              f"{bare_trips} round trips, {level} client(s), in turns of {chunk}…", flush=True)
+        ledger[level], bare[level], statements = asyncio.run(
+            _level(env, url, events, level, bare_trips - 2, chunk))
+        trips.append(statements / events)  # BEGIN and COMMIT counted where sent
+    return LedgerResult(ledger, bare, sum(trips) / len(trips), bare_trips)
