@@ -196,6 +196,13 @@ class Function(Edge[SignTxSettings]):
         return True, "ready"
 
     def stop(self) -> None:
+        # The held leases go back before stop returns, not in the task below: func-python
+        # calls stop synchronously from hypercorn's lifespan shutdown, and then the process
+        # exits (asyncio.run cancels what is still pending), so a release left to a task
+        # rarely reached lease-key and the key stayed locked until its TTL, refusing the
+        # next instance (503 no free key). function.held says how it is bounded.
+        if self._leases is not None:
+            self._leases.release_at_stop()
         super().stop()
         with contextlib.suppress(RuntimeError):  # no loop left: nothing to close on
             asyncio.get_running_loop().create_task(self._close_clients())
@@ -209,15 +216,16 @@ class Function(Edge[SignTxSettings]):
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
-        if self._leases is not None:
-            await self._leases.aclose()
-            self._leases = None
-        if self._etcd is not None:
-            await self._etcd.close()
-            self._etcd = None
-        if self._lease_key is not None:
-            await self._lease_key.aclose()
-            self._lease_key = None
+        # Each client is taken before it is awaited: stop's task and aclose may both run.
+        leases, self._leases = self._leases, None
+        if leases is not None:
+            await leases.aclose()
+        etcd_client, self._etcd = self._etcd, None
+        if etcd_client is not None:
+            await etcd_client.close()
+        lease_key, self._lease_key = self._lease_key, None
+        if lease_key is not None:
+            await lease_key.aclose()
 
     @property
     def etcd(self) -> aetcd.Client:

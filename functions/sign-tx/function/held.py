@@ -20,8 +20,10 @@ the nonce row's lock, in its own database transaction. What bounds the reuse:
   two requests of one key always did. Only an instance that holds no lease at all
   answers lease-key's 503 with 503 (the broker retries it).
 - A lease idle for `idle_seconds` is released, so that other sign-tx instances get the
-  key; so is every lease at stop. A crashed instance's leases end with their TTL, as
-  before.
+  key. At stop every lease is released before `release_at_stop` returns (bounded by
+  `STOP_RELEASE_SECONDS`): func-python's stop is synchronous and the process exits right
+  after it, so a release left to a task would be cancelled and the key stay locked until
+  its TTL. A crashed (or SIGKILLed) instance's leases end with their TTL, as before.
 - A request that failed gives its lease back to lease-key rather than to the next
   request: a lease whose state is in doubt is not reused.
 
@@ -64,6 +66,10 @@ class _Slot:
     doubtful: bool = False  # a request under it failed: not reused, released when idle
 
 
+# How long stop may wait for its releases: a lease-key that cannot be reached must not
+# hold shutdown up (Knative's grace period is for the whole pod); the TTL is the backstop.
+STOP_RELEASE_SECONDS = 2.0
+
 # After lease-key said it has no free key, share held leases for this long before asking
 # it again (one request would otherwise ask it in vain on every request).
 NO_FREE_KEY_SECONDS = 0.5
@@ -85,8 +91,11 @@ class HeldLeases:
         self._slots: list[_Slot] = []
         self._leasing = 0  # lease calls under way
         self._no_free_key_until = 0.0
-        self._releasing: set[asyncio.Task[None]] = set()
+        # Releases under way, with what they release: stop releases them again, as their
+        # tasks may never finish (a second release of a lease changes nothing).
+        self._releasing: dict[asyncio.Task[None], KeyLeased] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._stopped = False
 
     @property
     def held(self) -> int:
@@ -115,6 +124,9 @@ class HeldLeases:
         return [s for s in self._slots if not s.doubtful and now < s.held.use_by]
 
     async def _take(self, request_id: str, traceparent: str | None) -> _Slot:
+        if self._stopped:
+            # A lease taken now would outlive the process unreleased, until its TTL.
+            raise Unavailable("sign-tx is stopping", retry_after=1)
         usable = self._usable()
         idle = [s for s in usable if s.users == 0]
         if idle:
@@ -158,13 +170,17 @@ class HeldLeases:
         return slot
 
     def _drop(self, slot: _Slot) -> None:
-        self._slots.remove(slot)
-        self._release(slot.held.leased)
+        if slot in self._slots:  # not when stop released it while a request used it
+            self._slots.remove(slot)
+            self._release(slot.held.leased)
 
     def _release(self, leased: KeyLeased) -> None:
         task = asyncio.get_running_loop().create_task(self._client.release(leased))
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        self._releasing[task] = leased
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._releasing.pop(task, None)
 
     async def _reap(self) -> None:
         """Give back leases idle for `idle_seconds` or past their use: other instances
@@ -188,3 +204,33 @@ class HeldLeases:
             self._drop(slot)
         if self._releasing:
             await asyncio.gather(*self._releasing, return_exceptions=True)
+
+    def release_at_stop(self, within: float = STOP_RELEASE_SECONDS) -> bool:
+        """Release every lease this instance holds, and every release still under way,
+        before returning: for func-python's `stop`, which cannot await and after which
+        the process exits. Blocks the event loop for at most `within` seconds, which is
+        harmless then: hypercorn has closed its sockets and waited for the requests in
+        flight before it runs the lifespan shutdown that calls `stop`. True when all were
+        released in time; otherwise their TTL ends them.
+
+        Leases a request still uses are released too: the process is going, and a release
+        before the commit is safe (the next holder waits on this transaction's fencing
+        and nonce row locks, or this write is refused by its fencing token; README.md)."""
+        self._stopped = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        leases = [slot.held.leased for slot in self._slots] + list(self._releasing.values())
+        self._slots.clear()  # and with them the decrypted keys
+        if not leases:
+            return True
+        started = time.perf_counter()
+        done = self._client.release_blocking(leases, within=within)
+        took_ms = round((time.perf_counter() - started) * 1000, 1)
+        if done:
+            log.info("key leases released at stop", extra={"leases": len(leases),
+                                                            "ms": took_ms})
+        else:
+            log.warning("key leases not all released at stop: their TTL frees the keys",
+                        extra={"leases": len(leases), "ms": took_ms})
+        return done

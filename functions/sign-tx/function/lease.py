@@ -9,10 +9,12 @@ lease becomes the edge's vocabulary, so the broker retries the request that need
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -85,6 +87,7 @@ class LeaseKeyClient:
         self.url = url
         self.worker_id = worker_id
         self._tokens = tokens
+        self._timeout = timeout
         self._http = httpx.AsyncClient(timeout=timeout)
 
     async def aclose(self) -> None:
@@ -151,3 +154,37 @@ class LeaseKeyClient:
             log.info("key not released", extra={"address": leased.address,
                                                 "lease_id": leased.lease_id,
                                                 "error": type(exc).__name__})
+
+    def release_blocking(self, leases: Sequence[KeyLeased], *, within: float) -> bool:
+        """Release `leases` for a caller that cannot await (func-python's synchronous
+        `stop`), returning within `within` seconds: True when every release was done
+        (answered or failed), False when the deadline came first.
+
+        The releases run on an event loop of their own in a daemon thread, with a client
+        of their own (this client's connections belong to the stopping loop, which is
+        blocked while the caller waits). Joining the thread with a timeout bounds
+        everything a release may wait for, name resolution included, which httpx's
+        timeouts do not; a release left behind dies with the process, and its lease's
+        TTL frees the key as it does for a crashed worker. They carry the same caller
+        tokens as every other call (the caller does not mint any while it waits)."""
+        if not leases:
+            return True
+        timeout = min(self._timeout, within)
+
+        async def release_all() -> None:
+            own = LeaseKeyClient(self.url, self.worker_id, self._tokens, timeout=timeout)
+            try:
+                outcomes = await asyncio.gather(*(own.release(leased) for leased in leases),
+                                                return_exceptions=True)
+                for outcome in outcomes:
+                    if isinstance(outcome, BaseException):  # release() answers HTTP's own
+                        log.warning("key not released", extra={
+                            "error": type(outcome).__name__})
+            finally:
+                await own.aclose()
+
+        thread = threading.Thread(target=asyncio.run, args=(release_all(),),
+                                  name="sign-tx-release-at-stop", daemon=True)
+        thread.start()
+        thread.join(within)
+        return not thread.is_alive()

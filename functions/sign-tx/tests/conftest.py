@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from eventing import keypool
-from stack.processes import free_port, spawn, tail, terminate
+from stack.processes import Running, free_port, spawn, tail, terminate
 
 ROOT = Path(__file__).resolve().parents[3]
 LEASE_KEY = ROOT / "functions" / "lease-key"
@@ -38,30 +38,56 @@ def prefix() -> str:
     return f"/eventworks/test/{uuid.uuid4().hex}/keys/"
 
 
-@pytest.fixture(scope="module")
-def lease_key_url(stack_env, prefix, tmp_path_factory) -> Iterator[str]:
+def start_lease_key(etcd_endpoints: str, prefix: str, log: Path) -> tuple[str, Running]:
+    """A lease-key process on `prefix`, served as the stack serves it, once it is ready."""
     port = free_port()
-    log = tmp_path_factory.mktemp("lease-key") / "lease-key.log"
     env = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"),
            "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": os.pathsep.join([str(LEASE_KEY), str(ROOT)]),
-           "ETCD_ENDPOINTS": stack_env["ETCD_ENDPOINTS"], "ETCD_PREFIX": prefix,
+           "ETCD_ENDPOINTS": etcd_endpoints, "ETCD_PREFIX": prefix,
            "LEASE_KEY_TOKEN_SECRET": CALLER_SECRET}
     _, running = spawn("lease-key-for-sign-tx-tests", [sys.executable, "-m", "stack.scaffold"],
                        env=env, log=log, cwd=LEASE_KEY, ports=(port,))
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{url}/health/readiness", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lease-key did not become ready:\n{tail(log)}", pytrace=False)
-            time.sleep(0.1)
+        wait_ready(url, log)
+    except BaseException:
+        terminate([running])
+        raise
+    return url, running
+
+
+def wait_ready(url: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health/readiness", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{url} did not become ready:\n{tail(log)}", pytrace=False)
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def lease_key_url(stack_env, prefix, tmp_path_factory) -> Iterator[str]:
+    log = tmp_path_factory.mktemp("lease-key") / "lease-key.log"
+    url, running = start_lease_key(stack_env["ETCD_ENDPOINTS"], prefix, log)
+    try:
         yield url
+    finally:
+        terminate([running])
+
+
+@pytest.fixture
+def own_lease_key(stack_env, prefix, tmp_path) -> Iterator[tuple[str, Running]]:
+    """A lease-key of one test's own on the module's prefix (its URL and process), for a
+    test that stops it (SIGSTOP) without the others noticing."""
+    url, running = start_lease_key(stack_env["ETCD_ENDPOINTS"], prefix,
+                                   tmp_path / "own-lease-key.log")
+    try:
+        yield url, running
     finally:
         terminate([running])
 

@@ -8,10 +8,16 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import random
 import secrets
+import signal
+import sys
+import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,9 +27,11 @@ from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from eventing import ethereum, keypool
 from eventing.denominations import DEFAULT_REGISTRY
+from eventing.errors import Unavailable
 from eventing.settings import SettingsError
 from function import new
 from function.func import Function
+from stack.processes import free_port, spawn, tail, terminate
 from tests.factory import Event, cloudevent, probed_ready, served
 
 pytestmark = pytest.mark.stack
@@ -470,6 +478,104 @@ async def test_given_lease_ran_out_and_key_leased_again_when_late_write_then_ref
     assert failure["address"].lower() == address
     text = refused.text + "\n".join(logs.lines)
     assert not [form for form in secret_forms(private_key, kek) if form in text]
+
+
+# -- a stopped instance gives its keys back ---------------------------------------------------
+# Knative scales sign-tx to zero or replaces its pod with SIGTERM; a key left leased stays
+# locked until its lease's TTL ends and a new instance meanwhile gets 503 "no free key".
+SIGN_TX = Path(__file__).resolve().parents[1]
+# Long enough that only a release, never the idle reaper or an expiry, frees a key here.
+HOLDING = {"LEASE_IDLE_SECONDS": "60", "LEASE_TTL_SECONDS": "600"}
+
+
+@contextlib.contextmanager
+def sign_tx_process(env: dict[str, str], log: Path) -> Iterator[tuple[Any, str]]:
+    """sign-tx served as the stack serves it (func-python serving `stack.scaffold`)."""
+    port = free_port()
+    full = {"PATH": os.environ.get("PATH", ""), "HOME": os.environ.get("HOME", "/"),
+            "LISTEN_ADDRESS": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join([str(SIGN_TX), str(SIGN_TX.parents[1])]), **env}
+    process, running = spawn("sign-tx-for-sign-tx-tests", [sys.executable, "-m",
+                                                            "stack.scaffold"],
+                             env=full, log=log, cwd=SIGN_TX, ports=(port,))
+    try:
+        yield process, f"http://127.0.0.1:{port}"
+    finally:
+        terminate([running])
+
+
+async def until_ready(url: str, log: Path) -> None:
+    async with httpx.AsyncClient(timeout=1) as client:
+        for _ in range(300):
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{url}/health/readiness")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"sign-tx did not become ready:\n{tail(log)}")
+
+
+async def test_given_served_sign_tx_holding_a_lease_when_sigterm_then_key_free_once_it_exited(
+        env, etcd, prefix, kek, tmp_path):
+    await seed(etcd, prefix, kek, 1)
+    log = tmp_path / "sign-tx.log"
+    with sign_tx_process({**env, **HOLDING}, log) as (process, url):
+        await until_ready(url, log)
+        async with httpx.AsyncClient(base_url=url, timeout=15) as client:
+            reply_of(await post(client, sign_requested()))
+        held = await locks(etcd, prefix)
+        sigterm = time.perf_counter()
+        os.killpg(process.pid, signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 15)
+        exited_after = time.perf_counter() - sigterm
+    assert len(held) == 1                            # held across requests ...
+    assert code == 0, tail(log)
+    assert not await locks(etcd, prefix), "the key stayed leased after sign-tx exited"
+    assert exited_after < 5, f"{exited_after:.2f} s from SIGTERM to exit"
+
+
+async def test_given_a_held_lease_when_stop_is_called_then_released_before_stop_returns(
+        env, etcd, prefix, kek):
+    # func-python calls stop() synchronously from the lifespan shutdown, and the process
+    # may exit right after it: what stop leaves to a task may never happen.
+    await seed(etcd, prefix, kek, 2)
+    function = new()
+    async with serving(function, {**env, **HOLDING}) as client:
+        reply_of(await post(client, sign_requested()))
+        held, leases = await locks(etcd, prefix), function.leases
+        function.stop()
+        left = await locks(etcd, prefix)
+        # A request still in flight after stop leases no key that nothing would give back.
+        with pytest.raises(Unavailable, match="stopping"):
+            async with leases.checkout("req-after-stop", None):
+                pass
+    assert len(held) == 1
+    assert not left
+    assert not await locks(etcd, prefix)
+
+
+# What a release that cannot reach lease-key may hold stop up by (function.held), and the
+# slack of a loaded 2-core machine.
+STOP_BOUND_SECONDS = 2.0
+SLACK_SECONDS = 1.5
+
+
+async def test_given_lease_key_hung_when_stop_is_called_then_stop_returns_within_its_bound(
+        env, etcd, prefix, kek, own_lease_key):
+    # A lease-key that takes connections and never answers (SIGSTOP): the release cannot
+    # arrive, so stop gives up after its bound and the lease's TTL frees the key.
+    await seed(etcd, prefix, kek, 1)
+    url, lease_key = own_lease_key
+    function = new()
+    async with serving(function, {**env, **HOLDING, "LEASE_KEY_URL": url}) as client:
+        reply_of(await post(client, sign_requested()))
+        os.kill(lease_key.pid, signal.SIGSTOP)
+        try:
+            started = time.perf_counter()
+            function.stop()
+            took = time.perf_counter() - started
+        finally:
+            os.kill(lease_key.pid, signal.SIGCONT)
+    assert STOP_BOUND_SECONDS * 0.9 <= took < STOP_BOUND_SECONDS + SLACK_SECONDS, took
 
 
 # -- settings and readiness ------------------------------------------------------------------
