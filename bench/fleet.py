@@ -354,6 +354,9 @@ def _concurrent_once(served: Served, stream: Callable[[], Stream], events: int,
         connection, own = Connection(served.url), stream()
         try:
             send(connection, own, served)  # the connection opened before the clock
+            # Undone before the barrier: a lease held while waiting there kept the clients
+            # still retrying for a key waiting out its TTL (4 keys, 8 clients).
+            settle(connection, own, served)
             barrier.wait()
             for _ in range(shares[n]):
                 post = own.fresh()
