@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,10 +71,21 @@ class Layout:
         return known[name]
 
 
+def env_file_text(values: dict[str, str], comment: str) -> str:
+    """KEY=VALUE lines that a POSIX shell sources (`. .stack/env`) into the same values:
+    each value shell-quoted where it needs it (a libpq DSN has spaces: unquoted, the shell
+    would take `DATABASE_URL=user=postgres` and make `dbname=…`, `host=…` variables)."""
+    lines = [f"# {comment}", *(f"{k}={shlex.quote(v)}" for k, v in sorted(values.items()))]
+    return "\n".join(lines) + "\n"
+
+
 def read_env_file(path: Path) -> dict[str, str]:
+    """What `env_file_text` wrote: the values unquoted as the shell unquotes them."""
     values = {}
     for line in path.read_text().splitlines():
         if line and not line.startswith("#") and "=" in line:
             key, _, value = line.partition("=")
-            values[key] = value
+            # shlex.quote leaves a safe value bare and starts a quoted one with a quote; a
+            # bare value is taken as it is (also what a stack started before quoting wrote).
+            values[key] = "".join(shlex.split(value)) if value.startswith("'") else value
     return values

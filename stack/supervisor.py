@@ -21,7 +21,7 @@ import psutil
 from broker import manifests
 from broker.dispatcher_process import function_resolver
 from stack import migrate, services
-from stack.layout import Layout, read_env_file
+from stack.layout import Layout, env_file_text, read_env_file
 from stack.processes import Running, StateFile, alive, free_port, port_open, spawn, tail, terminate
 from stack.services import Component
 
@@ -227,10 +227,8 @@ class Stack:
         return kek
 
     def write_env(self) -> None:
-        lines = ["# Written by ./taskw up; removed by ./taskw stop.",
-                 *(f"{k}={v}" for k, v in sorted(self.env.items()))]
         tmp = self.layout.env_file.with_suffix(".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(env_file_text(self.env, "Written by ./taskw up; removed by ./taskw stop."))
         tmp.chmod(0o600)
         tmp.replace(self.layout.env_file)
 

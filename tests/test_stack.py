@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from cloudevents.core.bindings.http import HTTPMessage, from_http_event
 
 from stack import services, supervisor
-from stack.layout import Layout
+from stack.layout import Layout, env_file_text, read_env_file
 from stack.processes import StateFile, alive, port_open
 from tests.factory import github, issue_comment
 
@@ -22,6 +23,21 @@ pytestmark = pytest.mark.stack
 DESIGN_KEYS = ["BROKER_URL", "GITHUB_WEBHOOK_URL", "GITHUB_WEBHOOK_SECRET", "GITHUB_API_URL",
                "SIGNING_PAGE_URL", "DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS", "ETCD_ENDPOINTS"]
 FUNCTIONS = sorted(services.SCHEMAS)
+
+
+def test_given_env_values_with_spaces_and_quotes_when_sourced_by_sh_then_each_is_whole(
+        tmp_path):
+    # A libpq DSN (what the stack writes for DATABASE_URL) has spaces: unquoted, `. .stack/env`
+    # set DATABASE_URL=user=postgres and made variables of the rest.
+    values = {"DATABASE_URL": "user=postgres dbname=eventworks host=127.0.0.1 port=5432",
+              "EMPTY": "", "PLAIN": "http://127.0.0.1:8080/a/b", "QUOTED": "it's $HOME `x` \\"}
+    env = tmp_path / "env"
+    env.write_text(env_file_text(values, "test"))
+    script = '. "$1"; printf "%s\\0" "$DATABASE_URL" "$EMPTY" "$PLAIN" "$QUOTED"'
+    shown = subprocess.run(["sh", "-c", script, "sh", str(env)], capture_output=True,
+                           check=True, env={"PATH": os.environ["PATH"]}).stdout
+    assert shown.split(b"\0")[:4] == [v.encode() for v in values.values()]
+    assert read_env_file(env) == values
 
 
 def test_given_running_stack_when_env_read_then_every_design_key_is_there(stack_env):
