@@ -12,6 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from eventing.events import bounty_payout_id
 from stack import chaos, services
 from stack.layout import Layout
 from tests.tansu import wait_until
@@ -89,6 +90,26 @@ def test_given_todo_results_delivered_twice_when_advanced_then_the_model_counts_
     assert chore.state == "done"
     assert todo.model[chore.worker] == Decimal("2.5")
     assert not todo.chores[1].ended
+
+
+def test_given_a_payouts_verdict_read_before_its_request_when_advanced_then_it_counts(
+        monkeypatch):
+    # Two partitions: tx.verified can be read before the payout.requested it follows.
+    bounty = chaos.Bounty({}, 20, random.Random(1))
+    monkeypatch.setattr(bounty, "comments", dict)  # the bot has not said "paid" yet
+    offer = bounty.offers[0]
+    offer.bounty_id, offer.state = "b-1", "claimed"
+    bounty.by_bounty["b-1"] = offer
+    payout = bounty_payout_id("b-1")
+    verified = seen("dev.eventworks.tx.verified", {"request_id": payout, "tx_hash": "0xab"})
+    requested = seen("dev.eventworks.payout.requested", {"ref": "b-1", "payout_id": payout})
+
+    bounty.advance([verified])
+    assert offer.state == "claimed"
+    bounty.advance([requested])
+
+    assert (offer.state, offer.tx_hash) == ("verified", "0xab")
+    assert not bounty.early
 
 
 def test_given_an_unknown_flow_then_the_run_is_refused_before_it_starts(capsys):
