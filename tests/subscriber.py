@@ -32,6 +32,14 @@ class Answer:
 Script = Callable[[Received, int], Answer]   # (request, how many times this id came) → answer
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # socketserver's default backlog of 5 resets connections when an unordered
+    # Trigger delivers a burst at once (seen in CI: ConnectionResetError on the
+    # 20-event doorbell test, and a Trigger without retries then drops the event).
+    request_queue_size = 128
+
+
 class Subscriber:
     def __init__(self, script: Script | None = None) -> None:
         self.script: Script = script or (lambda request, seen: Answer())
@@ -60,8 +68,7 @@ class Subscriber:
             def log_message(self, format: str, *args: object) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
