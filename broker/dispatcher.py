@@ -362,7 +362,6 @@ class Doorbell(threading.Thread):
         # Trigger name → its filter; None rings every Trigger for every record.
         self.filters = dict(filters) if filters is not None else None
         self.rings = 0
-        self.last_ring = 0.0
         # Trigger name → partition → the offset after the last record seen that it matches
         # (with no filters, under the name "", every record).
         self.latest: dict[str, dict[int, int]] = {}
@@ -419,19 +418,16 @@ class Doorbell(threading.Thread):
             if latest is None:
                 self._everyone += 1
             self.rings += 1
-            self.last_ring = now
             self._rang.notify_all()
 
     def _key(self, trigger: str) -> str:
         return trigger if self.filters is not None else ""
 
     def rings_of(self, trigger: str) -> int:
-        """How often it rang for this Trigger, counting the rings for every Trigger."""
+        """How often it rang for this Trigger, counting the rings for every Trigger.
+        (`_rang`'s lock is reentrant: `wait` asks this while holding it.)"""
         with self._rang:
-            return self.rings_for(trigger)
-
-    def rings_for(self, trigger: str) -> int:  # under self._rang
-        return self._rung.get(self._key(trigger), (0, 0.0))[0] + self._everyone
+            return self._rung.get(self._key(trigger), (0, 0.0))[0] + self._everyone
 
     def last_ring_of(self, trigger: str) -> float:
         with self._rang:
@@ -446,8 +442,8 @@ class Doorbell(threading.Thread):
         returns its rings so far."""
         with self._rang:
             self._rang.wait_for(
-                lambda: self.rings_for(trigger) != seen or self.stopping.is_set(), timeout)
-            return self.rings_for(trigger)
+                lambda: self.rings_of(trigger) != seen or self.stopping.is_set(), timeout)
+            return self.rings_of(trigger)
 
 
 # -- one Trigger's consumer (its own thread) ---------------------------------------------

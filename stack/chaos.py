@@ -803,11 +803,6 @@ class Todo(Driven):
         # missing (a second copy of the fact may still have been booked).
         self.unbooked: dict[tuple[str, str], tuple[str, Decimal]] = {}
         self.verdicts: dict[str, int] = {}
-        # A payout's verdict read before its payout.requested: the two are on different
-        # partitions, and the topic is read partition by partition as fetches come back, so
-        # a later event of one may be seen before an earlier one of another (seen: 6 of 300
-        # payouts, verified and commented "paid", stuck at "payout" in the run's view).
-        self.early: dict[str, Seen] = {}  # payout id → its tx.verified / tx.rejected
         self.lock = threading.Lock()
         self.last_look = 0.0
 
