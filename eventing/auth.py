@@ -154,10 +154,14 @@ class Verifier:
             import jwt
 
             self._client = jwt.PyJWKClient(settings.jwks_url, cache_keys=True, timeout=5)
+        # The algorithms some configured key verifies, in the order refusals name them.
+        self._accepted = tuple(a for a, on in (
+            (HS256, self._secret is not None),
+            (RS256, self._jwks is not None or self._client is not None)) if on)
 
     @property
     def configured(self) -> bool:
-        return self._secret is not None or self._jwks is not None or self._client is not None
+        return bool(self._accepted)
 
     @property
     def blocks(self) -> bool:
@@ -201,19 +205,12 @@ class Verifier:
                 return jws.decode(token, self._secret, require=require,
                                   issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                   leeway=settings.jwt_leeway_seconds)
-            except jws.ExpiredToken:
-                raise Unauthorized("the bearer token has expired",
-                                   field="header authorization") from None
             except jws.InvalidToken as exc:
-                raise Unauthorized(f"the bearer token is not valid: {_reason(exc)}",
-                                   field="header authorization") from None
-        if algorithm == RS256 and (self._jwks is not None or self._client is not None):
+                raise _refused(exc, expired=isinstance(exc, jws.ExpiredToken)) from None
+        if algorithm == RS256 and RS256 in self._accepted:
             return self._rs256_claims(token, header, require)
-        accepted = sorted(a for a, on in ((HS256, self._secret is not None),
-                                          (RS256, self._jwks is not None
-                                           or self._client is not None)) if on)
         raise Unauthorized(f"bearer tokens signed with {algorithm!r} are not accepted "
-                           f"(accepted: {', '.join(accepted) or 'none'})",
+                           f"(accepted: {', '.join(self._accepted) or 'none'})",
                            field="header authorization")
 
     def _rs256_claims(self, token: str, header: Mapping[str, Any],
@@ -229,12 +226,8 @@ class Verifier:
                 leeway=settings.jwt_leeway_seconds,
                 options={"require": list(require),
                          "verify_aud": settings.jwt_audience is not None})
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("the bearer token has expired",
-                               field="header authorization") from None
         except jwt.PyJWTError as exc:
-            raise Unauthorized(f"the bearer token is not valid: {_reason(exc)}",
-                               field="header authorization") from None
+            raise _refused(exc, expired=isinstance(exc, jwt.ExpiredSignatureError)) from None
         return claims
 
     def _rs256_key(self, token: str, header: Mapping[str, Any]) -> Any:
@@ -259,10 +252,14 @@ class Verifier:
                                field="header authorization") from None
 
 
-def _reason(exc: Exception) -> str:
+def _refused(exc: Exception, *, expired: bool) -> Unauthorized:
+    """What a token that failed verification (eventing.jws's or PyJWT's) is answered."""
+    if expired:
+        return Unauthorized("the bearer token has expired", field="header authorization")
     # PyJWT's messages (and eventing.jws's, which keep their words) name claims and checks,
     # never the token or the key.
-    return str(exc) or type(exc).__name__
+    return Unauthorized(f"the bearer token is not valid: {str(exc) or type(exc).__name__}",
+                        field="header authorization")
 
 
 def identity_of(claims: Mapping[str, Any]) -> Identity:
