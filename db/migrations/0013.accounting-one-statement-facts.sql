@@ -21,6 +21,30 @@
 -- runs once. The daily close keeps using `book`. SECURITY INVOKER: only the role's rights.
 -- depends: 0011.accounting-fast-booking 0012.parse-comment-bot-posts
 
+-- One account of a fact's entry: looked up, and opened first when missing (a concurrent
+-- opening is waited for by the INSERT and seen by the next statement, READ COMMITTED).
+-- Returns the decimals the ledger keeps for it, for book_fact to compare.
+CREATE FUNCTION accounting.opened_account(
+  account_kind text, account_holder text, account_denomination text,
+  account_decimals smallint, OUT account_id bigint, OUT decimals smallint)
+LANGUAGE plpgsql SECURITY INVOKER AS $$
+BEGIN
+  SELECT a.account_id, a.decimals INTO opened_account.account_id, opened_account.decimals
+    FROM accounting.accounts a
+   WHERE a.kind = account_kind AND a.holder = account_holder
+     AND a.denomination = account_denomination;
+  IF NOT FOUND THEN
+    INSERT INTO accounting.accounts (kind, holder, denomination, decimals)
+    VALUES (account_kind, account_holder, account_denomination, account_decimals)
+    ON CONFLICT ON CONSTRAINT accounts_one_per_holder DO NOTHING;
+    SELECT a.account_id, a.decimals INTO opened_account.account_id, opened_account.decimals
+      FROM accounting.accounts a
+     WHERE a.kind = account_kind AND a.holder = account_holder
+       AND a.denomination = account_denomination;
+  END IF;
+END
+$$;
+
 CREATE FUNCTION accounting.book_fact(
   event_source text, event_id text, event_digest bytea,
   kind text, holder text, ref text, task_version integer, denomination text,
@@ -60,32 +84,12 @@ BEGIN
 
   -- The accounts in `book`'s order (kind, holder, denomination): the company's, then the
   -- user's, each opened when missing.
-  SELECT a.account_id, a.decimals INTO company_account, company_decimals
-    FROM accounting.accounts a
-   WHERE a.kind = 'company' AND a.holder = book_fact.company
-     AND a.denomination = book_fact.denomination;
-  IF NOT FOUND THEN
-    INSERT INTO accounting.accounts (kind, holder, denomination, decimals)
-    VALUES ('company', book_fact.company, book_fact.denomination, book_fact.decimals)
-    ON CONFLICT ON CONSTRAINT accounts_one_per_holder DO NOTHING;
-    SELECT a.account_id, a.decimals INTO company_account, company_decimals
-      FROM accounting.accounts a
-     WHERE a.kind = 'company' AND a.holder = book_fact.company
-       AND a.denomination = book_fact.denomination;
-  END IF;
-  SELECT a.account_id, a.decimals INTO user_account, user_decimals
-    FROM accounting.accounts a
-   WHERE a.kind = 'user' AND a.holder = book_fact.holder
-     AND a.denomination = book_fact.denomination;
-  IF NOT FOUND THEN
-    INSERT INTO accounting.accounts (kind, holder, denomination, decimals)
-    VALUES ('user', book_fact.holder, book_fact.denomination, book_fact.decimals)
-    ON CONFLICT ON CONSTRAINT accounts_one_per_holder DO NOTHING;
-    SELECT a.account_id, a.decimals INTO user_account, user_decimals
-      FROM accounting.accounts a
-     WHERE a.kind = 'user' AND a.holder = book_fact.holder
-       AND a.denomination = book_fact.denomination;
-  END IF;
+  SELECT o.account_id, o.decimals INTO company_account, company_decimals
+    FROM accounting.opened_account('company', book_fact.company, book_fact.denomination,
+                                   book_fact.decimals) o;
+  SELECT o.account_id, o.decimals INTO user_account, user_decimals
+    FROM accounting.opened_account('user', book_fact.holder, book_fact.denomination,
+                                   book_fact.decimals) o;
   IF company_decimals <> book_fact.decimals OR user_decimals <> book_fact.decimals THEN
     RAISE EXCEPTION '% has % decimals in the ledger, not %', book_fact.denomination,
       CASE WHEN company_decimals <> book_fact.decimals THEN company_decimals
@@ -99,6 +103,8 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION accounting.opened_account(text, text, text, smallint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION accounting.opened_account(text, text, text, smallint) TO accounting;
 REVOKE ALL ON FUNCTION accounting.book_fact(text, text, bytea, text, text, text, integer, text,
                                            smallint, numeric, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION accounting.book_fact(text, text, bytea, text, text, text, integer,
