@@ -41,7 +41,7 @@ from psycopg import AsyncConnection, AsyncCursor, sql
 
 from bench.processes import BenchFailure
 from stack.layout import Layout
-from tests.factory import Event, cloudevent
+from tests.factory import Event, asgi_call, cloudevent
 
 EVENTS = 1000
 CONCURRENCY = 4
@@ -168,27 +168,8 @@ async def asgi_post(app: Any, event: Event) -> tuple[int, bytes]:
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1"))
                for k, v in event.headers.items()]
     headers.append((b"content-length", str(len(event.body)).encode()))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": "POST", "scheme": "http", "path": "/", "raw_path": b"/",
-             "query_string": b"", "root_path": "", "headers": headers,
-             "client": ("127.0.0.1", 0), "server": ("function.test", 80)}
-    body = [event.body]
-    status = [0]
-    chunks: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        if body:
-            return {"type": "http.request", "body": body.pop(), "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: Mapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            status[0] = message["status"]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    return status[0], b"".join(chunks)
+    status, _, answer = await asgi_call(app, "POST", headers, event.body)
+    return status, answer
 
 
 class _Bare:

@@ -86,6 +86,33 @@ async def post_to(function: Any, event: Event | None = None, *, body: bytes | No
                                     headers=dict(event.headers if event else headers or {}))
 
 
+async def asgi_call(app: Any, method: str, headers: list[tuple[bytes, bytes]],
+                    body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """One request to an ASGI app by calling it, without an HTTP client (whose request
+    building and response parsing would be the caller's cost): (status, headers, body)."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+             "method": method, "scheme": "http", "path": "/", "raw_path": b"/",
+             "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("function.test", 80)}
+    request = [{"type": "http.request", "body": body, "more_body": False}]
+    status = [0]
+    answered: list[tuple[bytes, bytes]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        return request.pop() if request else {"type": "http.disconnect"}
+
+    async def send(message: Mapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = message["status"]
+            answered.extend(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return status[0], answered, b"".join(chunks)
+
+
 class served:  # noqa: N801 - used as `async with served(f, env) as client`
     """A started function behind func-python's ASGI app, as an httpx client."""
 

@@ -19,6 +19,7 @@ from eventing.denominations import DEFAULT_REGISTRY
 from eventing.edge import Delivery, Edge, Reply, Route
 from eventing.events import IssueCommentEvent
 from eventing.settings import Settings
+from tests.factory import asgi_call
 
 # -- CESQL (Trigger filters) -------------------------------------------------------------
 EVENT: Mapping[str, object] = {
@@ -139,24 +140,10 @@ def request_of(data: bytes) -> tuple[str, list[tuple[bytes, bytes]], bytes]:
 
 def answer(method: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, dict[str, str], bytes]:  # noqa: E501
     app, loop = _app()
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
-             "method": method, "scheme": "http", "path": "/", "raw_path": b"/",
-             "query_string": b"", "headers": headers, "client": ("127.0.0.1", 1),
-             "server": ("127.0.0.1", 8080)}
-    chunks = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[Mapping[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return chunks.pop(0) if chunks else {"type": "http.disconnect"}
-
-    async def send(message: Mapping[str, Any]) -> None:
-        sent.append(message)
-
-    loop.run_until_complete(asyncio.wait_for(app(scope, receive, send), 5))
-    start = next(m for m in sent if m["type"] == "http.response.start")
-    response_headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
-    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    return start["status"], response_headers, content
+    status, raw, content = loop.run_until_complete(
+        asyncio.wait_for(asgi_call(app, method, headers, body), 5))
+    response_headers = {k.decode().lower(): v.decode() for k, v in raw}
+    return status, response_headers, content
 
 
 def check_edge(data: bytes) -> None:
